@@ -1,0 +1,3 @@
+from rwkvchat.cli import main
+
+main()

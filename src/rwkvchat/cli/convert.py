@@ -1,0 +1,3 @@
+"""The `rwkvchat convert` command (placeholder; filled in by its issue)."""
+
+from __future__ import annotations

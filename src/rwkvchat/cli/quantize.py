@@ -1,0 +1,3 @@
+"""The `rwkvchat quantize` command (placeholder; filled in by its issue)."""
+
+from __future__ import annotations
