@@ -30,6 +30,7 @@ from . import convert as _convert  # noqa: E402,F401
 from . import generate as _generate  # noqa: E402,F401
 from . import chat as _chat  # noqa: E402,F401
 from . import quantize as _quantize  # noqa: E402,F401
+from . import perplexity as _perplexity  # noqa: E402,F401
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -1,0 +1,3 @@
+"""The `rwkvchat perplexity` command (placeholder; filled in by its issue)."""
+
+from __future__ import annotations
