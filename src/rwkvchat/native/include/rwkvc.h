@@ -137,7 +137,8 @@ RWKVC_API rwkvc_status rwkvc_model_meta_key(const rwkvc_model *m, uint64_t i, co
 RWKVC_API rwkvc_status rwkvc_model_meta_kind(const rwkvc_model *m, const char *key, uint32_t *value_type,
                                              uint32_t *array_type, uint64_t *count);
 
-/* Integer or bool value (index 0 for a scalar, the element index for an array). */
+/* Integer or bool value (index 0 for a scalar, the element index for an array).
+   A u64 is returned as its bit pattern: one above INT64_MAX comes back negative (add 2^64). */
 RWKVC_API rwkvc_status rwkvc_model_meta_int(const rwkvc_model *m, const char *key, uint64_t index, int64_t *out);
 
 /* Float value of an f32/f64 (or integer) entry. */

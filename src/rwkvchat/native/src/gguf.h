@@ -61,8 +61,16 @@ void rwkvc_gguf_close(rwkvc_gguf *g);
 const rwkvc_gguf_kv *rwkvc_gguf_find_kv(const rwkvc_gguf *g, const char *key);
 const rwkvc_gguf_tensor *rwkvc_gguf_find_tensor(const rwkvc_gguf *g, const char *name);
 
+/* As rwkvc_gguf_find_kv, but an absent key fails with RWKVC_ERR_ARG and "metadata key 'x' not found". */
+rwkvc_status rwkvc_gguf_get_kv(const rwkvc_gguf *g, const char *key, const rwkvc_gguf_kv **out);
+
+/* Static name of a metadata value type ("u32", "string", "array"...; "unknown type" otherwise), for messages. */
+const char *rwkvc_gguf_meta_type_name(uint32_t type);
+
 /* Element `index` of a kv as an integer (any integer width or bool) / a double (any numeric type) / a string. */
 rwkvc_status rwkvc_gguf_kv_int(const rwkvc_gguf_kv *kv, uint64_t index, int64_t *out);
+/* Element `index` as an unsigned integer (any integer width or bool); a negative value fails with RWKVC_ERR_ARG. */
+rwkvc_status rwkvc_gguf_kv_uint(const rwkvc_gguf_kv *kv, uint64_t index, uint64_t *out);
 rwkvc_status rwkvc_gguf_kv_float(const rwkvc_gguf_kv *kv, uint64_t index, double *out);
 rwkvc_status rwkvc_gguf_kv_string(const rwkvc_gguf_kv *kv, uint64_t index, const char **s, size_t *len);
 
