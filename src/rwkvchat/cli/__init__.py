@@ -10,10 +10,16 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from ..errors import RwkvchatError
+
+try:  # typer >= 0.29 carries its own copy of click's exceptions and no longer depends on click.
+    from typer._click.exceptions import ClickException as _UsageProblem
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer is built on click
+    from click import ClickException as _UsageProblem
+    from click import UsageError
 
 app = typer.Typer(
     name="rwkvchat",
@@ -50,15 +56,12 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, prog_name="rwkvchat", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
-        print("", file=sys.stderr)
-        return 130
-    except click.ClickException as e:
+    except _UsageProblem as e:
         if debug:
             traceback.print_exc()
         e.show()
@@ -71,10 +74,11 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(f"is a directory: {e.filename}", 1, debug)
     except PermissionError as e:
         return _fail(f"permission denied: {e.filename}", 1, debug)
+    except BrokenPipeError:
+        # `rwkvchat gen ... | head` closed our stdout: not an error.
+        return 0
     except OSError as e:
         return _fail(str(e), 1, debug)
-    except BrokenPipeError:
-        return 0
 
 
 def main() -> None:

@@ -1,0 +1,64 @@
+"""Options shared by `chat` and `gen` (one place for names, help and defaults), and model opening."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from ..config import DEMO_NOTE, ModelChoice, resolve_model
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model file (.gguf). Default: $RWKVCHAT_MODEL, the config file, then the demo model.",
+        show_default=False,
+    ),
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", "-t", help="CPU threads (0 = all cores).", min=0)]
+TempOpt = Annotated[
+    float | None,
+    typer.Option("--temp", help="Temperature (0 = greedy).", min=0.0, max=5.0, show_default=False),
+]
+TopPOpt = Annotated[
+    float | None,
+    typer.Option("--top-p", help="Nucleus sampling mass; 0 = greedy.", min=0.0, max=1.0, show_default=False),
+]
+TopKOpt = Annotated[
+    int | None,
+    typer.Option("--top-k", help="Keep the k most likely tokens (0 = off).", min=0, show_default=False),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Random seed, for reproducible output.", min=0, show_default=False),
+]
+StopOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--stop", help="Stop when this text appears (repeatable; \\n is a newline).", show_default=False
+    ),
+]
+
+
+def is_plain() -> bool:
+    """Plain text (no colours or styles) when stdout is not a terminal or NO_COLOR is set."""
+    return bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+
+
+def open_model(model: str | None, threads: int) -> tuple[Any, ModelChoice]:
+    """Resolves and loads the model; prints one dim line on stderr when the demo model is used."""
+    choice = resolve_model(model)
+    from ..model import Model
+
+    loaded = Model(str(choice.path), threads=threads)
+    if choice.is_demo:
+        from ..repl import make_console
+
+        make_console(plain=bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty(), stderr=True).print(
+            DEMO_NOTE, style="dim"
+        )
+    return loaded, choice
