@@ -1,0 +1,396 @@
+/*
+ * quant_x86.h: helpers shared by the AVX2 and AVX-512 quantized kernels (static inline; each including file is
+ * compiled with its own ISA flags, so every copy uses the instructions of its file).
+ */
+#ifndef RWKVC_QUANT_X86_H
+#define RWKVC_QUANT_X86_H
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "quant.h"
+
+#define QK RWKVC_QK
+#define QK_K RWKVC_QK_K
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/*
+ * Software prefetch distance for the weight stream, in bytes ahead of the block being read. Decode is a pure
+ * sequential read from DRAM; without it, each thread alternates between waiting for memory and computing (measured
+ * 1 thread from DRAM: 5.6 GB/s against 11 GB/s from cache and 10 GB/s of plain reading), with it the two overlap.
+ */
+#define PREFETCH_BYTES 2048
+#define PREFETCH(p) _mm_prefetch((const char *)(p) + PREFETCH_BYTES, _MM_HINT_T0)
+
+/* Row tile for matmat: 16 rows of a 4096-column Q8_0 matrix are 70 KB, about an L2 slice. */
+#define ROW_TILE 16
+#define MAX_NV 4
+
+enum { T_Q8_0, T_Q4_0, T_Q4_1, T_Q5_0, T_Q5_1, T_Q4_K, T_Q5_K, T_Q6_K };
+
+ALWAYS_INLINE float h2f(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+ALWAYS_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes: low nibbles (elements 0..15) then high nibbles (16..31). */
+ALWAYS_INLINE __m256i nibbles32(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)p);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits (little-endian) -> 32 bytes, byte j = 0xFF if bit j is set. */
+ALWAYS_INLINE __m256i bits32(const uint8_t *p) {
+    uint32_t x;
+    memcpy(&x, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7FBFDFEFF7FBFDFELL));
+    return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+/*
+ * Decodes one 32-element block into its byte quants, the scale d and the min m, so that value = d * q + m: Q8_0
+ * gives signed quants and m = 0; the 4- and 5-bit types give unsigned quants (0..15 / 0..31), with m = -8 d or
+ * -16 d for Q4_0 / Q5_0. Unsigned quants go straight into vpmaddubsw / vpdpbusd; the min term uses s = d_x * sum(x).
+ */
+ALWAYS_INLINE __m256i decode32(int type, const uint8_t *b, float *d, float *m) {
+    switch (type) {
+    case T_Q8_0:
+        *d = h2f(b);
+        *m = 0.0f;
+        return _mm256_loadu_si256((const __m256i *)(b + 2));
+    case T_Q4_0:
+        /* d * (q - 8) = d * q + (-8 d): unsigned quants with a min, which skips the sign trick. */
+        *d = h2f(b);
+        *m = -8.0f * *d;
+        return nibbles32(b + 2);
+    case T_Q4_1:
+        *d = h2f(b);
+        *m = h2f(b + 2);
+        return nibbles32(b + 4);
+    case T_Q5_0: {
+        /* As Q4_0: d * (q - 16) = d * q + (-16 d). */
+        *d = h2f(b);
+        *m = -16.0f * *d;
+        const __m256i hi = _mm256_and_si256(bits32(b + 2), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(nibbles32(b + 6), hi);
+    }
+    default: /* T_Q5_1 */ {
+        *d = h2f(b);
+        *m = h2f(b + 2);
+        const __m256i hi = _mm256_and_si256(bits32(b + 4), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(nibbles32(b + 8), hi);
+    }
+    }
+}
+
+ALWAYS_INLINE int type_is_signed(int type) {
+    return type == T_Q8_0;
+}
+
+ALWAYS_INLINE int type_has_min(int type) {
+    return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1;
+}
+
+ALWAYS_INLINE size_t type_block_bytes(int type) {
+    switch (type) {
+    case T_Q8_0:
+        return sizeof(rwkvc_block_q8_0);
+    case T_Q4_0:
+        return sizeof(rwkvc_block_q4_0);
+    case T_Q4_1:
+        return sizeof(rwkvc_block_q4_1);
+    case T_Q5_0:
+        return sizeof(rwkvc_block_q5_0);
+    case T_Q5_1:
+        return sizeof(rwkvc_block_q5_1);
+    case T_Q4_K:
+        return sizeof(rwkvc_block_q4_K);
+    case T_Q5_K:
+        return sizeof(rwkvc_block_q5_K);
+    default:
+        return sizeof(rwkvc_block_q6_K);
+    }
+}
+
+/* Activation views of up to MAX_NV vectors. */
+typedef struct {
+    const float *d;
+    const float *s;
+    const int8_t *q;
+} act_view;
+
+ALWAYS_INLINE act_view view_of(const void *xq, size_t cols) {
+    act_view v = {rwkvc_q8act_d(xq), rwkvc_q8act_s(xq, cols), rwkvc_q8act_qs(xq, cols)};
+    return v;
+}
+
+/* ---- 256-bit row kernels (AVX2; with vnni = 1 they use AVX512-VNNI vpdpbusd on 256-bit registers) ---- */
+
+/* Integer dot of 32 unsigned weight bytes with 32 signed activation bytes, as 8 int32 partial sums. */
+ALWAYS_INLINE __m256i dot_u8s8(int vnni, __m256i wu, __m256i x) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if (vnni) {
+        return _mm256_dpbusd_epi32(_mm256_setzero_si256(), wu, x);
+    }
+#endif
+    (void)vnni;
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wu, x), _mm256_set1_epi16(1));
+}
+
+/* One 32-element weight block against nv activation blocks, accumulated into acc / accm. */
+ALWAYS_INLINE void step32_256(int type, int nv, int vnni, const uint8_t *blk, size_t b, const act_view *xs,
+                              __m256 *acc, float *accm) {
+    float d;
+    float m;
+    const __m256i q = decode32(type, blk, &d, &m);
+    const __m256i aq = type_is_signed(type) ? _mm256_sign_epi8(q, q) : q;
+    for (int t = 0; t < nv; t++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(xs[t].q + b * QK));
+        if (type_is_signed(type)) {
+            x = _mm256_sign_epi8(x, q);
+        }
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(vnni, aq, x));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xs[t].d[b]), p, acc[t]);
+        if (type_has_min(type)) {
+            accm[t] += m * xs[t].s[b];
+        }
+    }
+}
+
+/*
+ * Y[t][r] for t < nv over rows [r0, r1) for the 32-element types. type and nv are compile-time constants after
+ * inlining, so each (type, nv) pair becomes a branch-free loop. Blocks go in pairs into two accumulator sets, so
+ * the FMA latency chain does not limit a single-vector matvec.
+ */
+ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes, const act_view *xs,
+                              float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    const size_t nb = cols / QK;
+    const size_t bb = type_block_bytes(type);
+    for (size_t r = r0; r < r1; r++) {
+        const uint8_t *row = W + r * row_bytes;
+        __m256 acc0[MAX_NV];
+        __m256 acc1[MAX_NV];
+        float accm0[MAX_NV];
+        float accm1[MAX_NV];
+        for (int t = 0; t < nv; t++) {
+            acc0[t] = _mm256_setzero_ps();
+            acc1[t] = _mm256_setzero_ps();
+            accm0[t] = 0.0f;
+            accm1[t] = 0.0f;
+        }
+        size_t b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            PREFETCH(row + b * bb);
+            if (bb * 2 > 64) {
+                PREFETCH(row + b * bb + 64);
+            }
+            step32_256(type, nv, vnni, row + b * bb, b, xs, acc0, accm0);
+            step32_256(type, nv, vnni, row + (b + 1) * bb, b + 1, xs, acc1, accm1);
+        }
+        if (b < nb) {
+            step32_256(type, nv, vnni, row + b * bb, b, xs, acc0, accm0);
+        }
+        for (int t = 0; t < nv; t++) {
+            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (accm0[t] + accm1[t]);
+        }
+    }
+}
+
+/* Unpacks the 8 six-bit scales and mins of a Q4_K / Q5_K block into floats d * sc and dmin * mn. */
+ALWAYS_INLINE void k4_scales(const uint8_t *blk, float *dsc, float *dmn) {
+    const float d = h2f(blk);
+    const float dmin = h2f(blk + 2);
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc;
+        uint8_t mn;
+        rwkvc_k4_scale_min(s, blk + 4, &sc, &mn);
+        dsc[s] = d * sc;
+        dmn[s] = dmin * mn;
+    }
+}
+
+/* Rows of Q4_K / Q5_K: per 32-element sub-block, unsigned quants times activation block, minus the min term. */
+ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
+                                const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    const size_t nsb = cols / QK_K;
+    const size_t bb = type_block_bytes(type);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i one = _mm256_set1_epi8(1);
+    for (size_t r = r0; r < r1; r++) {
+        const uint8_t *row = W + r * row_bytes;
+        __m256 acc[MAX_NV];
+        __m256 accb[MAX_NV];
+        float accm[MAX_NV];
+        for (int t = 0; t < nv; t++) {
+            acc[t] = _mm256_setzero_ps();
+            accb[t] = _mm256_setzero_ps();
+            accm[t] = 0.0f;
+        }
+        for (size_t i = 0; i < nsb; i++) {
+            const uint8_t *blk = row + i * bb;
+            PREFETCH(blk);
+            PREFETCH(blk + 64);
+            PREFETCH(blk + 128);
+            float dsc[8];
+            float dmn[8];
+            k4_scales(blk, dsc, dmn);
+            const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
+            const __m256i hb =
+                type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+            for (int g = 0; g < 4; g++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+                __m256i qa = _mm256_and_si256(v, m4);
+                __m256i qb = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (type == T_Q5_K) {
+                    const __m256i ha = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one);
+                    const __m256i hbb = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one);
+                    qa = _mm256_or_si256(qa, _mm256_slli_epi16(ha, 4));
+                    qb = _mm256_or_si256(qb, _mm256_slli_epi16(hbb, 4));
+                }
+                const size_t ba = i * 8 + 2 * g;
+                for (int t = 0; t < nv; t++) {
+                    const __m256i xa = _mm256_loadu_si256((const __m256i *)(xs[t].q + ba * QK));
+                    const __m256i xb = _mm256_loadu_si256((const __m256i *)(xs[t].q + (ba + 1) * QK));
+                    const __m256 pa = _mm256_cvtepi32_ps(dot_u8s8(vnni, qa, xa));
+                    const __m256 pb = _mm256_cvtepi32_ps(dot_u8s8(vnni, qb, xb));
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dsc[2 * g] * xs[t].d[ba]), pa, acc[t]);
+                    accb[t] = _mm256_fmadd_ps(_mm256_set1_ps(dsc[2 * g + 1] * xs[t].d[ba + 1]), pb, accb[t]);
+                    accm[t] += dmn[2 * g] * xs[t].s[ba] + dmn[2 * g + 1] * xs[t].s[ba + 1];
+                }
+            }
+        }
+        for (int t = 0; t < nv; t++) {
+            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc[t], accb[t])) - accm[t];
+        }
+    }
+}
+
+/*
+ * Rows of Q6_K: signed quants (q - 32) with the sign trick; the two 16-element sub-blocks of a 32-element group
+ * have their own int8 scales, applied in integer by vpmaddwd (low 128-bit lane = first 16 elements).
+ */
+ALWAYS_INLINE void rows_q6k_256(int nv, const uint8_t *W, size_t row_bytes, const act_view *xs, float *Y,
+                                size_t ldy, size_t r0, size_t r1, size_t cols) {
+    const size_t nsb = cols / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    const __m256i off = _mm256_set1_epi8(32);
+    for (size_t r = r0; r < r1; r++) {
+        const rwkvc_block_q6_K *row = (const rwkvc_block_q6_K *)(W + r * row_bytes);
+        __m256 acc[2][MAX_NV];
+        for (int t = 0; t < nv; t++) {
+            acc[0][t] = _mm256_setzero_ps();
+            acc[1][t] = _mm256_setzero_ps();
+        }
+        for (size_t i = 0; i < nsb; i++) {
+            const rwkvc_block_q6_K *blk = &row[i];
+            PREFETCH(blk);
+            PREFETCH((const char *)blk + 64);
+            PREFETCH((const char *)blk + 128);
+            PREFETCH((const char *)blk + 192);
+            const float d = h2f(&blk->d);
+            for (int h = 0; h < 2; h++) {
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
+                const __m256i hh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4));
+#pragma GCC unroll 4
+                for (int g = 0; g < 4; g++) {
+                    const __m256i qs = _mm256_sub_epi8(q[g], off);
+                    const __m256i aq = _mm256_sign_epi8(qs, qs);
+                    const int8_t *sc = blk->scales + 8 * h + 2 * g;
+                    const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+                    const size_t b = i * 8 + 4 * h + g;
+                    for (int t = 0; t < nv; t++) {
+                        const __m256i x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xs[t].q + b * QK)), qs);
+                        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, x), scv);
+                        acc[g & 1][t] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d * xs[t].d[b]), _mm256_cvtepi32_ps(p), acc[g & 1][t]);
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < nv; t++) {
+            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc[0][t], acc[1][t]));
+        }
+    }
+}
+
+ALWAYS_INLINE void rows_any_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
+                                const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    if (type == T_Q4_K || type == T_Q5_K) {
+        rows_k45_256(type, nv, vnni, W, row_bytes, xs, Y, ldy, r0, r1, cols);
+    } else if (type == T_Q6_K) {
+        rows_q6k_256(nv, W, row_bytes, xs, Y, ldy, r0, r1, cols);
+    } else {
+        rows32_256(type, nv, vnni, W, row_bytes, xs, Y, ldy, r0, r1, cols);
+    }
+}
+
+/* Activation preparation with AVX2 instructions, bit-identical to rwkvc_q8act_prepare_ref. */
+
+static inline void q8act_prepare_x86(const float *x, void *xq, size_t cols) {
+    const size_t nb = cols / QK;
+    float *d = (float *)xq;
+    float *s = d + nb;
+    int8_t *qs = (int8_t *)xq + rwkvc_q8act_header_bytes(cols);
+    memset(s + nb, 0, rwkvc_q8act_header_bytes(cols) - 2 * nb * sizeof(float));
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (size_t b = 0; b < nb; b++) {
+        const float *xb = x + b * QK;
+        __m256 v[4];
+        __m256 mx = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(xb + 8 * k);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float am = _mm_cvtss_f32(m);
+        const float db = am / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i i32[4];
+        for (int k = 0; k < 4; k++) {
+            /* vcvtps2dq rounds half to even in the default MXCSR mode, like nearbyintf. */
+            i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
+        }
+        /* Sum of the quants, then pack int32 -> int8 in element order. */
+        const __m256i s01 = _mm256_add_epi32(i32[0], i32[1]);
+        const __m256i s23 = _mm256_add_epi32(i32[2], i32[3]);
+        __m256i st = _mm256_add_epi32(s01, s23);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(st), _mm256_extracti128_si256(st, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        const int sum = _mm_cvtsi128_si32(s4);
+        const __m256i p01 = _mm256_packs_epi32(i32[0], i32[1]);
+        const __m256i p23 = _mm256_packs_epi32(i32[2], i32[3]);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        /* The two packs interleave 128-bit lanes: restore element order. */
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(qs + b * QK), p);
+        d[b] = db;
+        s[b] = db * (float)sum;
+    }
+}
+
+#endif /* RWKVC_QUANT_X86_H */
