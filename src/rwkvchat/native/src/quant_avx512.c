@@ -185,7 +185,7 @@ ALWAYS_INLINE void matvec_generic(int type, int vnni, const void *W, size_t row_
  */
 ALWAYS_INLINE __m512 pair_from2(const float *p) {
     const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)p))));
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)p))));
 }
 
 ALWAYS_INLINE void tile32(int type, int vnni, int nr, int nv, const uint8_t *W, size_t row_bytes,

@@ -1,0 +1,36 @@
+/*
+ * cpu.h: CPU feature flags (cpuid + OS support via xgetbv) and the float-type traits, beside kernels.h.
+ *
+ * Quantized kernels that need an extension beyond their ISA level (AVX512_VNNI, AVX512_BF16) check
+ * rwkvc_cpu_features() before using it.
+ */
+#ifndef RWKVC_CPU_H
+#define RWKVC_CPU_H
+
+#include <stdint.h>
+
+#include "kernels.h"
+
+typedef struct {
+    int avx2;        /* AVX2 with FMA, F16C and OS-enabled YMM state. */
+    int fma;
+    int f16c;
+    int avx512;      /* AVX-512 F + BW + VL + DQ with OS-enabled ZMM/opmask state. */
+    int avx512_vnni;
+    int avx512_bf16;
+    int neon;
+} rwkvc_cpu_flags;
+
+/* Flags of this CPU, detected once (thread-safe). */
+const rwkvc_cpu_flags *rwkvc_cpu_features(void);
+
+/* Traits of f32, f16, bf16 (kernels_ref.c); NULL for other types. */
+const rwkvc_type_traits *rwkvc_float_traits(uint32_t type);
+
+/*
+ * The instruction set to use now: rwkvc_isa_detect(), or scalar when RWKVC_FORCE_SCALAR=1 is set, or the level
+ * named by RWKVC_ISA ("scalar", "avx2", ...) when this CPU supports it (a testing aid).
+ */
+rwkvc_isa rwkvc_isa_select(void);
+
+#endif /* RWKVC_CPU_H */

@@ -1,0 +1,67 @@
+/*
+ * forward.h: what every version's forward pass shares: the context, the per-version ops table, and the
+ * building blocks (norms, matrix products over the thread pool, embedding rows).
+ *
+ * All activations are fp32. A call of rwkvc_eval is cut into chunks of at most ctx->max_T tokens; inside a chunk
+ * every projection is one matrix-matrix product over the chunk's tokens, and only the recurrence runs token by
+ * token.
+ */
+#ifndef RWKVC_FORWARD_H
+#define RWKVC_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "threadpool.h"
+
+struct rwkvc_ctx {
+    const rwkvc_model *model;
+    rwkvc_pool *pool;
+    size_t max_T;         /* Tokens per chunk. */
+    float *scratch;       /* ops->scratch_floats(model, max_T) floats, 64-byte aligned. */
+    void *act;            /* Prepared activations: max_T * model->max_act_bytes bytes (NULL if 0). */
+    struct rwkvc_cuda *cuda; /* GPU backend (backend_cuda.h) when made by rwkvc_ctx_new_cuda; NULL on the CPU. */
+};
+
+struct rwkvc_arch_ops {
+    const char *name;                 /* "rwkv7" */
+    /*
+     * Binds and validates the version's tensors (the common ones are already loaded): fills the layer fields,
+     * info.arch_version, info.n_ffn, info.state_len and model->max_rank.
+     */
+    rwkvc_status (*load)(rwkvc_model *m);
+    /* Floats of scratch needed to run chunks of T tokens. */
+    size_t (*scratch_floats)(const rwkvc_model *m, size_t T);
+    /* Writes the empty-history state (state_len floats). */
+    void (*state_init)(const rwkvc_model *m, float *state);
+    /*
+     * Runs T (1..max_T) valid tokens, updating state in place.
+     * logits: NULL (no head), else float32[n_vocab] for the last token, or float32[T][n_vocab] when all_logits.
+     */
+    void (*eval_chunk)(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *state, float *logits, int all_logits);
+};
+
+/* The ops of RWKV-7 (forward_v7.c). A new version adds its own table and a line in model.c's bind_arch. */
+extern const rwkvc_arch_ops rwkvc_ops_v7;
+
+/* y = LN(x; w, b) over n channels (x and y may alias). Mean and variance are accumulated in double. */
+void rwkvc_layer_norm(const float *x, float *y, const float *w, const float *b, size_t n, float eps);
+
+/* In place group norm: n_groups groups of group_size consecutive channels, then the per-channel affine. */
+void rwkvc_group_norm(float *x, const float *w, const float *b, size_t n_groups, size_t group_size, float eps);
+
+/*
+ * Y[t][0..W.rows) = W X[t] for t < n_vec, split over the context's threads by rows.
+ * X: n_vec vectors of W->cols floats, x_stride floats apart. Y: row t at Y + t * ldy.
+ */
+void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_stride, size_t n_vec, float *Y,
+                  size_t ldy);
+
+/* Row `token` of the embedding as fp32 (n_embd floats), dequantized with the type's traits. */
+void rwkvc_embed_row(const rwkvc_model *m, uint32_t token, float *out);
+
+/* Runs fn over [0, n) on the context's threads when the work (in multiply-adds) is large enough. */
+void rwkvc_parallel(rwkvc_ctx *c, size_t n, size_t work, rwkvc_task_fn fn, void *arg);
+
+#endif /* RWKVC_FORWARD_H */

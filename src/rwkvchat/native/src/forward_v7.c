@@ -1,0 +1,362 @@
+/*
+ * forward_v7.c: RWKV-7 ("Goose", x070): tensor binding and the forward pass over chunks of tokens.
+ *
+ * Follows shared docs rwkv-architectures.md §4.2 step by step (T1..T12 and the channel mix). In a chunk of T
+ * tokens every projection is one matrix-matrix product over the T tokens; only the WKV recurrence (T9) runs
+ * token by token, in parallel over heads. v_first (block 0's values, used by the value residual of later blocks)
+ * is kept per token in a T x D buffer. The head is computed only for the tokens whose logits are wanted.
+ *
+ * State per layer (floats): att_x_prev [D], S [H][N][N] indexed [head][value][key], ffn_x_prev [D].
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "forward.h"
+#include "status.h"
+#include "wkv7.h"
+
+/* ---- Loading ---- */
+
+static rwkvc_status load_layer(rwkvc_model *m, uint32_t l) {
+    const uint64_t D = m->info.n_embd, N = m->info.head_size, H = m->info.n_head;
+    rwkvc_layer *ly = &m->layers[l];
+    const uint64_t vd[1] = {D};
+    const uint64_t mix6[2] = {D, 6};
+    const uint64_t rk[2] = {N, H};
+    char n[96];
+    rwkvc_status st;
+
+#define NAME(suffix) (snprintf(n, sizeof(n), "blk.%u." suffix, l), n)
+    if ((st = rwkvc_load_vector(m, NAME("time_mix_lerp_fused.weight"), mix6, 2, NULL, 0, &ly->mix)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_w0.weight"), vd, 1, NULL, 0, &ly->w0)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_a0.weight"), vd, 1, NULL, 0, &ly->a0)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_k_k.weight"), vd, 1, NULL, 0, &ly->k_k)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_k_a.weight"), vd, 1, NULL, 0, &ly->k_a)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_r_k.weight"), rk, 2, vd, 1, &ly->r_k)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_ln.weight"), vd, 1, NULL, 0, &ly->lnx_w)) ||
+        (st = rwkvc_load_vector(m, NAME("time_mix_ln.bias"), vd, 1, NULL, 0, &ly->lnx_b)) ||
+        (st = rwkvc_load_vector(m, NAME("channel_mix_lerp_k.weight"), vd, 1, NULL, 0, &ly->ffn_mix_k))) {
+        return st;
+    }
+    if ((st = rwkvc_load_matrix(m, NAME("time_mix_receptance.weight"), D, D, &ly->att_r)) ||
+        (st = rwkvc_load_matrix(m, NAME("time_mix_key.weight"), D, D, &ly->att_k)) ||
+        (st = rwkvc_load_matrix(m, NAME("time_mix_value.weight"), D, D, &ly->att_v)) ||
+        (st = rwkvc_load_matrix(m, NAME("time_mix_output.weight"), D, D, &ly->att_o))) {
+        return st;
+    }
+    /* LoRA pairs: the first matrix fixes the rank (its rows), the second must be (D, rank). */
+    struct {
+        const char *a, *b;
+        rwkvc_weight *wa, *wb;
+    } lora[4] = {
+        {"time_mix_w1.weight", "time_mix_w2.weight", &ly->w1, &ly->w2},
+        {"time_mix_a1.weight", "time_mix_a2.weight", &ly->a1, &ly->a2},
+        {"time_mix_g1.weight", "time_mix_g2.weight", &ly->g1, &ly->g2},
+        {"time_mix_v1.weight", "time_mix_v2.weight", &ly->v1, &ly->v2},
+    };
+    /* Block 0 never uses the value residual: its v0/v1/v2 may be present (llama.cpp writes copies) and are ignored. */
+    int n_lora = l == 0 ? 3 : 4;
+    for (int i = 0; i < n_lora; i++) {
+        char nb[96];
+        snprintf(nb, sizeof(nb), "blk.%u.%s", l, lora[i].b);
+        if ((st = rwkvc_load_matrix_rows(m, (snprintf(n, sizeof(n), "blk.%u.%s", l, lora[i].a), n), D, lora[i].wa))) {
+            return st;
+        }
+        size_t rank = lora[i].wa->rows;
+        if ((st = rwkvc_load_matrix(m, nb, D, rank, lora[i].wb))) {
+            return st;
+        }
+        if (rank > m->max_rank) {
+            m->max_rank = rank;
+        }
+    }
+    if (l > 0 && (st = rwkvc_load_vector(m, NAME("time_mix_v0.weight"), vd, 1, NULL, 0, &ly->v0))) {
+        return st;
+    }
+    /* Channel mix: F comes from block 0's key matrix; every block must agree. */
+    if (l == 0) {
+        if ((st = rwkvc_load_matrix_rows(m, NAME("channel_mix_key.weight"), D, &ly->ffn_k))) {
+            return st;
+        }
+        m->info.n_ffn = (uint32_t)ly->ffn_k.rows;
+    } else if ((st = rwkvc_load_matrix(m, NAME("channel_mix_key.weight"), m->info.n_ffn, D, &ly->ffn_k))) {
+        return st;
+    }
+    if ((st = rwkvc_load_matrix(m, NAME("channel_mix_value.weight"), D, m->info.n_ffn, &ly->ffn_v))) {
+        return st;
+    }
+#undef NAME
+    return RWKVC_OK;
+}
+
+static rwkvc_status v7_load(rwkvc_model *m) {
+    m->info.arch_version = 70;
+    for (uint32_t l = 0; l < m->info.n_layer; l++) {
+        rwkvc_status st = load_layer(m, l);
+        if (st != RWKVC_OK) {
+            return st;
+        }
+    }
+    m->info.state_len = (size_t)m->info.n_layer * (2 + m->info.head_size) * m->info.n_embd;
+    return RWKVC_OK;
+}
+
+/* ---- Forward ---- */
+
+/* Scratch buffers of one chunk, carved from ctx->scratch. Shapes are [T][D] unless noted. */
+typedef struct {
+    float *x;        /* residual stream */
+    float *a;        /* LayerNorm output (ln1, then ln2, then ln_out) */
+    float *xr, *xw, *xk, *xv, *xa, *xg; /* token-shifted inputs; xw then holds kappa-hat, xa holds b = kappa-hat * alpha */
+    float *r, *k, *v;
+    float *dec;      /* decay d */
+    float *alpha;    /* in-context learning rate */
+    float *g;        /* output gate */
+    float *vfirst;   /* block 0's v */
+    float *y;        /* WKV output */
+    float *tmp;      /* projection result added to x */
+    float *lora;     /* [T][max_rank] */
+    float *ffn;      /* [T][F] */
+} v7_bufs;
+
+#define N_TD_BUFS 17
+
+static size_t v7_scratch_floats(const rwkvc_model *m, size_t T) {
+    size_t D = m->info.n_embd;
+    /* Each buffer is rounded up to 16 floats so every one starts 64-byte aligned. */
+    size_t td = (T * D + 15) & ~(size_t)15;
+    size_t tr = (T * m->max_rank + 15) & ~(size_t)15;
+    size_t tf = (T * m->info.n_ffn + 15) & ~(size_t)15;
+    return N_TD_BUFS * td + tr + tf;
+}
+
+static void carve(const rwkvc_model *m, float *base, size_t T, v7_bufs *b) {
+    size_t D = m->info.n_embd;
+    size_t td = (T * D + 15) & ~(size_t)15;
+    size_t tr = (T * m->max_rank + 15) & ~(size_t)15;
+    float **td_bufs[N_TD_BUFS] = {&b->x, &b->a, &b->xr, &b->xw,    &b->xk, &b->xv,  &b->xa, &b->xg, &b->r,
+                                  &b->k, &b->v, &b->dec, &b->alpha, &b->g, &b->vfirst, &b->y, &b->tmp};
+    float *p = base;
+    for (int i = 0; i < N_TD_BUFS; i++) {
+        *td_bufs[i] = p;
+        p += td;
+    }
+    b->lora = p;
+    p += tr;
+    b->ffn = p;
+}
+
+static void v7_state_init(const rwkvc_model *m, float *state) {
+    memset(state, 0, m->info.state_len * sizeof(float));
+}
+
+static inline float sigmoidf(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
+
+/* LoRA helper: out[t] = W2 act(W1 in[t]) over T tokens, with act 0 = none, 1 = tanh, 2 = sigmoid. */
+static void lora(rwkvc_ctx *c, const rwkvc_weight *W1, const rwkvc_weight *W2, const float *in, size_t T, int act,
+                 float *h, float *out) {
+    size_t D = c->model->info.n_embd, R = W1->rows;
+    rwkvc_matmul(c, W1, in, D, T, h, R);
+    if (act == 1) {
+        for (size_t i = 0; i < T * R; i++) {
+            h[i] = tanhf(h[i]);
+        }
+    } else if (act == 2) {
+        for (size_t i = 0; i < T * R; i++) {
+            h[i] = sigmoidf(h[i]);
+        }
+    }
+    rwkvc_matmul(c, W2, h, R, T, out, D);
+}
+
+/* The WKV recurrence (T9) for a range of heads over the chunk's T tokens. */
+typedef struct {
+    const rwkvc_model *m;
+    rwkvc_wkv7_fn fn;
+    size_t T;
+    float *S;          /* layer state, [H][N][N] */
+    const v7_bufs *b;
+} wkv_job;
+
+static void wkv_heads(void *arg, size_t h0, size_t h1) {
+    const wkv_job *j = arg;
+    const size_t D = j->m->info.n_embd, N = j->m->info.head_size;
+    for (size_t h = h0; h < h1; h++) {
+        const size_t o = h * N;
+        /* xw holds kappa-hat (a = -kappa-hat) and xa holds b = kappa-hat * alpha at this point. */
+        j->fn(j->S + h * N * N, N, j->T, D, j->b->r + o, j->b->dec + o, j->b->k + o, j->b->v + o, j->b->xw + o,
+              j->b->xa + o, j->b->y + o);
+    }
+}
+
+/* x_j = a + (prev - a) * mu_j for the n_mix coefficient vectors (token shift, T1). */
+static void token_shift(const float *a, const float *prev0, size_t T, size_t D, const float *mu, int n_mix,
+                        float *const *outs) {
+    for (size_t t = 0; t < T; t++) {
+        const float *at = a + t * D;
+        const float *pt = t == 0 ? prev0 : a + (t - 1) * D;
+        for (int j = 0; j < n_mix; j++) {
+            float *o = outs[j] + t * D;
+            const float *mj = mu + (size_t)j * D;
+            for (size_t c = 0; c < D; c++) {
+                o[c] = at[c] + (pt[c] - at[c]) * mj[c];
+            }
+        }
+    }
+}
+
+static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, float *st, v7_bufs *b) {
+    const rwkvc_model *m = c->model;
+    const size_t D = m->info.n_embd, N = m->info.head_size, H = m->info.n_head;
+    float *att_prev = st;
+    float *S = st + D;
+
+    /* T1: normalised input and the six token-shifted mixes (r, w, k, v, a, g). */
+    for (size_t t = 0; t < T; t++) {
+        rwkvc_layer_norm(b->x + t * D, b->a + t * D, ly->ln1_w, ly->ln1_b, D, m->ln_eps);
+    }
+    float *const mixes[6] = {b->xr, b->xw, b->xk, b->xv, b->xa, b->xg};
+    token_shift(b->a, att_prev, T, D, ly->mix, 6, mixes);
+    memcpy(att_prev, b->a + (T - 1) * D, D * sizeof(float));
+
+    /* T2: projections. */
+    rwkvc_matmul(c, &ly->att_r, b->xr, D, T, b->r, D);
+    rwkvc_matmul(c, &ly->att_k, b->xk, D, T, b->k, D);
+    rwkvc_matmul(c, &ly->att_v, b->xv, D, T, b->v, D);
+
+    /* T3: decay d = exp(-e^-0.5 * sigmoid(w0 + tanh(x_w W1) W2)). */
+    lora(c, &ly->w1, &ly->w2, b->xw, T, 1, b->lora, b->dec);
+    /* T4: alpha = sigmoid(a0 + (x_a A1) A2). */
+    lora(c, &ly->a1, &ly->a2, b->xa, T, 0, b->lora, b->alpha);
+    /* T5: g = sigmoid(x_g G1) G2. */
+    lora(c, &ly->g1, &ly->g2, b->xg, T, 2, b->lora, b->g);
+    /* T8 (its LoRA part): mix = sigmoid(v0 + (x_v V1) V2), into tmp. */
+    if (l > 0) {
+        lora(c, &ly->v1, &ly->v2, b->xv, T, 0, b->lora, b->tmp);
+    }
+
+    for (size_t t = 0; t < T; t++) {
+        const size_t o = t * D;
+        float *dec = b->dec + o, *alpha = b->alpha + o, *k = b->k + o, *v = b->v + o;
+        float *kk = b->xw + o, *bb = b->xa + o;
+        for (size_t i = 0; i < D; i++) {
+            dec[i] = expf(-0.606531f * sigmoidf(ly->w0[i] + dec[i]));
+            alpha[i] = sigmoidf(ly->a0[i] + alpha[i]);
+        }
+        /* T6: kappa-hat = normalize(k * k_k) per head, from k before T7. */
+        for (size_t h = 0; h < H; h++) {
+            double ss = 0.0;
+            for (size_t n = 0; n < N; n++) {
+                float q = k[h * N + n] * ly->k_k[h * N + n];
+                kk[h * N + n] = q;
+                ss += (double)q * q;
+            }
+            float norm = (float)sqrt(ss);
+            float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+            for (size_t n = 0; n < N; n++) {
+                kk[h * N + n] *= inv;
+            }
+        }
+        for (size_t i = 0; i < D; i++) {
+            /* T7: k <- k * (1 + (alpha - 1) * k_a). */
+            k[i] = k[i] * (1.0f + (alpha[i] - 1.0f) * ly->k_a[i]);
+            bb[i] = kk[i] * alpha[i];
+        }
+        /* T8: value residual. */
+        if (l == 0) {
+            memcpy(b->vfirst + o, v, D * sizeof(float));
+        } else {
+            const float *vf = b->vfirst + o, *mx = b->tmp + o;
+            for (size_t i = 0; i < D; i++) {
+                v[i] = v[i] + (vf[i] - v[i]) * sigmoidf(ly->v0[i] + mx[i]);
+            }
+        }
+    }
+
+    /* T9: WKV recurrence, token by token, heads in parallel. */
+    wkv_job wj = {m, rwkvc_wkv7_get(m->isa), T, S, b};
+    rwkvc_parallel(c, H, T * H * N * N * 3, wkv_heads, &wj);
+
+    for (size_t t = 0; t < T; t++) {
+        const size_t o = t * D;
+        float *y = b->y + o;
+        const float *r = b->r + o, *k = b->k + o, *v = b->v + o, *g = b->g + o;
+        /* T10: group norm over heads (eps 64e-5). */
+        rwkvc_group_norm(y, ly->lnx_w, ly->lnx_b, H, N, 64e-5f);
+        /* T11: bonus (r . (k * r_k)) v per head. */
+        for (size_t h = 0; h < H; h++) {
+            float s = 0.0f;
+            for (size_t n = 0; n < N; n++) {
+                s += r[h * N + n] * k[h * N + n] * ly->r_k[h * N + n];
+            }
+            for (size_t n = 0; n < N; n++) {
+                y[h * N + n] += s * v[h * N + n];
+            }
+        }
+        /* T12 (gate). */
+        for (size_t i = 0; i < D; i++) {
+            y[i] *= g[i];
+        }
+    }
+    /* T12: output projection, added to the residual. */
+    rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
+    for (size_t i = 0; i < T * D; i++) {
+        b->x[i] += b->tmp[i];
+    }
+}
+
+static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, v7_bufs *b) {
+    const rwkvc_model *m = c->model;
+    const size_t D = m->info.n_embd, N = m->info.head_size, F = m->info.n_ffn;
+    float *ffn_prev = st + D + D * N;
+    for (size_t t = 0; t < T; t++) {
+        rwkvc_layer_norm(b->x + t * D, b->a + t * D, ly->ln2_w, ly->ln2_b, D, m->ln_eps);
+    }
+    float *const outs[1] = {b->xk};
+    token_shift(b->a, ffn_prev, T, D, ly->ffn_mix_k, 1, outs);
+    memcpy(ffn_prev, b->a + (T - 1) * D, D * sizeof(float));
+    /* out = Wv relu(Wk xk)^2 */
+    rwkvc_matmul(c, &ly->ffn_k, b->xk, D, T, b->ffn, F);
+    for (size_t i = 0; i < T * F; i++) {
+        float q = b->ffn[i] > 0.0f ? b->ffn[i] : 0.0f;
+        b->ffn[i] = q * q;
+    }
+    rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, T, b->tmp, D);
+    for (size_t i = 0; i < T * D; i++) {
+        b->x[i] += b->tmp[i];
+    }
+}
+
+static void v7_eval_chunk(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *state, float *logits,
+                          int all_logits) {
+    const rwkvc_model *m = c->model;
+    const size_t D = m->info.n_embd, N = m->info.head_size, V = m->info.n_vocab;
+    v7_bufs b;
+    carve(m, c->scratch, T, &b);
+
+    /* Embedding rows, normalised by ln0 (not folded into the table, so any embedding type works). */
+    for (size_t t = 0; t < T; t++) {
+        rwkvc_embed_row(m, tokens[t], b.x + t * D);
+        rwkvc_layer_norm(b.x + t * D, b.x + t * D, m->ln0_w, m->ln0_b, D, m->ln_eps);
+    }
+    for (uint32_t l = 0; l < m->info.n_layer; l++) {
+        float *st = state + (size_t)l * (2 + N) * D;
+        time_mix(c, &m->layers[l], l, T, st, &b);
+        channel_mix(c, &m->layers[l], T, st, &b);
+    }
+    if (!logits) {
+        return;
+    }
+    /* Head: only for the tokens whose logits are wanted. */
+    size_t t0 = all_logits ? 0 : T - 1;
+    size_t n = T - t0;
+    for (size_t t = t0; t < T; t++) {
+        rwkvc_layer_norm(b.x + t * D, b.a + (t - t0) * D, m->lnout_w, m->lnout_b, D, m->ln_eps);
+    }
+    rwkvc_matmul(c, &m->head, b.a, D, n, logits, V);
+}
+
+const rwkvc_arch_ops rwkvc_ops_v7 = {"rwkv7", v7_load, v7_scratch_floats, v7_state_init, v7_eval_chunk};

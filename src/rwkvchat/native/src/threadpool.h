@@ -1,0 +1,34 @@
+/*
+ * threadpool.h: a small pthread pool owned by one context, with a parallel-for over index ranges.
+ *
+ * Workers are created once and wait between jobs (a short spin, then a condition variable), so a job costs
+ * a few microseconds. The calling thread takes part in every job. With one thread everything runs inline.
+ * One job at a time: the pool is used by the single thread that owns its context.
+ */
+#ifndef RWKVC_THREADPOOL_H
+#define RWKVC_THREADPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rwkvc_pool rwkvc_pool;
+
+/* Runs items [begin, end) of a job; called on several threads at once with disjoint ranges. */
+typedef void (*rwkvc_task_fn)(void *arg, size_t begin, size_t end);
+
+/* Makes a pool of n_threads in all (the caller counts as one; n_threads - 1 workers). NULL on failure. */
+rwkvc_pool *rwkvc_pool_new(uint32_t n_threads);
+
+/* Stops and joins the workers. NULL-safe. */
+void rwkvc_pool_free(rwkvc_pool *p);
+
+/* Threads in the pool, the caller included. */
+uint32_t rwkvc_pool_threads(const rwkvc_pool *p);
+
+/*
+ * Calls fn over [0, n) split into chunks whose boundaries are multiples of grain (except the last), spread over
+ * the threads; returns when every chunk is done. Runs inline when the pool has one thread or n <= grain.
+ */
+void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, void *arg);
+
+#endif /* RWKVC_THREADPOOL_H */
