@@ -1,3 +1,66 @@
-"""The `rwkvchat convert` command (placeholder; filled in by its issue)."""
+"""The `rwkvchat convert` command: an official `.pth` checkpoint to a GGUF file."""
 
 from __future__ import annotations
+
+import os
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..errors import RwkvchatError
+from . import app
+
+
+@app.command()
+def convert(
+    model: str = typer.Argument(..., help="An official BlinkDL checkpoint (.pth)."),
+    out: str = typer.Argument(..., help="The GGUF file to write."),
+    dtype: str = typer.Option(
+        "f16",
+        "--dtype",
+        help="Type of the large matrices: f32, f16, bf16, or a quantized type "
+        "(q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k).",
+    ),
+    tokenizer: str = typer.Option(
+        "auto",
+        "--tokenizer",
+        help="Vocabulary to embed: auto (by vocabulary size), world, 20b, bytes, none, or a vocabulary file.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+) -> None:
+    """Convert an official RWKV checkpoint to GGUF (llama.cpp's layout, readable by llama.cpp too)."""
+    from ..convert import detect_version, read_checkpoint, write_gguf
+
+    if os.path.exists(out) and not force:
+        raise RwkvchatError(f"{out} exists; add --force to overwrite it")
+    console = Console(stderr=True)
+    sd = read_checkpoint(model)
+    version = detect_version(sd)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"RWKV-{version} -> {dtype}", total=None)
+
+        def progress(name: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"RWKV-{version} {name[:32]:<32}")
+
+        result = write_gguf(
+            sd,
+            out,
+            dtype=dtype,
+            tokenizer=tokenizer,
+            name=os.path.splitext(os.path.basename(model))[0],
+            progress=progress,
+        )
+    console.print(
+        f"{model}: RWKV-{result.version}, {dtype} matrices, tokenizer: {result.tokenizer}", soft_wrap=True
+    )
+    console.print(
+        f"wrote {out}: {result.n_tensors} tensors, {result.n_bytes / 2**20:.1f} MiB", soft_wrap=True
+    )

@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a signature or struct below; _native.py refuses a mismatch. */
-#define RWKVC_ABI_VERSION 1
+#define RWKVC_ABI_VERSION 2
 
 typedef struct rwkvc_model rwkvc_model;         /* Weights (mmap of the file) + metadata; immutable after load. */
 typedef struct rwkvc_ctx rwkvc_ctx;             /* Scratch activations + worker threads; one user thread at a time. */
@@ -219,6 +219,17 @@ RWKVC_API void rwkvc_tokenizer_free(rwkvc_tokenizer *t);
  */
 RWKVC_API rwkvc_status rwkvc_tokenizer_encode(const rwkvc_tokenizer *t, const uint8_t *text, size_t text_len,
                                               uint32_t *ids, size_t ids_cap, size_t *n_ids);
+
+/* ---- GPU ---- */
+
+/*
+ * Makes a context whose rwkvc_eval / rwkvc_eval_all run every block on CUDA GPU `device` (0 = the first),
+ * with the weights resident in GPU memory. The state stays the caller's host buffer, as for CPU contexts.
+ * - n_gpu_layers: 0 = all blocks (the only supported placement so far besides n_layer itself).
+ * RWKVC_ERR_BACKEND when the library was built without CUDA, no device is usable, the weights do not fit,
+ * or the model's version or a weight type has no GPU kernels (RWKV-7 with f32/f16/bf16/q8_0/q4_0 is supported).
+ */
+RWKVC_API rwkvc_status rwkvc_ctx_new_cuda(const rwkvc_model *m, int device, uint32_t n_gpu_layers, rwkvc_ctx **out);
 
 #ifdef __cplusplus
 }
