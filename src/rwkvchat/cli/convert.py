@@ -1,4 +1,4 @@
-"""The `rwkvchat convert` command: an official `.pth` checkpoint to a GGUF file."""
+"""The `rwkvchat convert` command: an official `.pth` checkpoint or an rwkv.cpp `.bin` file to GGUF."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from . import app
 
 @app.command()
 def convert(
-    model: str = typer.Argument(..., help="An official BlinkDL checkpoint (.pth)."),
+    model: str = typer.Argument(..., help="An official BlinkDL checkpoint (.pth) or an rwkv.cpp model file (.bin)."),
     out: str = typer.Argument(..., help="The GGUF file to write."),
     dtype: str = typer.Option(
-        "f16",
+        None,
         "--dtype",
         help="Type of the large matrices: f32, f16, bf16, or a quantized type "
-        "(q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k).",
+        "(q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k). Default: f16 for .pth; for an rwkv.cpp file, "
+        "its own type (quantized blocks are copied bit for bit).",
     ),
     tokenizer: str = typer.Option(
         "auto",
@@ -29,13 +30,18 @@ def convert(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
 ) -> None:
-    """Convert an official RWKV checkpoint to GGUF (llama.cpp's layout, readable by llama.cpp too)."""
+    """Convert an official RWKV checkpoint or an rwkv.cpp file to GGUF (llama.cpp's layout where it has one)."""
     from ..convert import detect_version, read_checkpoint, write_gguf
 
     if os.path.exists(out) and not force:
         raise RwkvchatError(f"{out} exists; add --force to overwrite it")
     console = Console(stderr=True)
-    sd = read_checkpoint(model)
+    if _is_rwkvcpp(model):
+        sd, file_type = _read_rwkvcpp(model)
+        dtype = dtype or file_type
+    else:
+        sd = read_checkpoint(model)
+        dtype = dtype or "f16"
     version = detect_version(sd)
     with Progress(
         TextColumn("{task.description}"),
@@ -64,3 +70,21 @@ def convert(
     console.print(
         f"wrote {out}: {result.n_tensors} tensors, {result.n_bytes / 2**20:.1f} MiB", soft_wrap=True
     )
+
+
+def _is_rwkvcpp(path: str) -> bool:
+    """True for an rwkv.cpp model file (magic 0x67676d66, "fmgg" on disk)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"fmgg"
+    except OSError:
+        return False  # read_checkpoint reports the missing or unreadable path.
+
+
+def _read_rwkvcpp(path: str) -> tuple[dict, str]:
+    """The file's official-layout state dict, and the dtype its float matrices should keep (f32 or f16)."""
+    from ..rwkvcpp import load_rwkvcpp
+
+    loaded = load_rwkvcpp(path)
+    # Quantized tensors pass through write_gguf unchanged whatever dtype says; FP32 files stay F32.
+    return loaded.state_dict, ("f32" if loaded.data_type == "FP32" else "f16")
