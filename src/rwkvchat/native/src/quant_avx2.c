@@ -6,11 +6,14 @@
  * ggml sign trick (|w| as the unsigned operand of vpmaddubsw, the sign moved onto x); unsigned weights (Q4_1, Q5_1,
  * Q4_K, Q5_K) go straight into vpmaddubsw. Pair sums cannot saturate int16: |w| <= 128, |x| <= 127.
  *
- * matmat decodes each weight block once and applies it to up to 4 activation vectors, and walks rows in tiles so a
- * tile of weights stays in cache while all the vectors pass over it (sequence mode reads the weights once per tile).
+ * matmat with 4 or more vectors runs the packed GEMM below for the 4- and 5-bit types (16 rows decoded once per
+ * tile, then every vector against it). Q8_0, Q6_K and fewer vectors decode each weight block once and apply it to
+ * up to 4 activation vectors, walking rows in tiles so a tile of weights stays in cache while all the vectors pass
+ * over it (sequence mode reads the weights once per tile).
  * The row kernels themselves live in quant_x86.h, shared with quant_avx512.c (which runs them with VNNI).
  */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -29,8 +32,133 @@ ALWAYS_INLINE void matvec_generic(int type, const void *W, size_t row_bytes, con
     rows_any_256(type, 1, 0, (const uint8_t *)W, row_bytes, xs, y, 0, r0, r1, cols);
 }
 
+/*
+ * Sequence mode for the 4- and 5-bit types: the packed GEMM of quant_x86.h (pk_pack) with 8 rows per register.
+ * vpmaddubsw of a packed group (4 elements x 8 rows, unsigned) against 4 activation bytes broadcast to every row
+ * gives pair sums that are added in int16 before one vpmaddwd: 4-bit quants allow all 8 groups of a block
+ * (16 products of at most 15 * 127: |sum| <= 30480), 5-bit quants 4 groups (8 x 31 * 127 = 31496), so the int16
+ * sums are exact. Q8_0 (unsigned q + 128 would saturate vpmaddubsw) keeps the row kernels.
+ */
+#define PK_NV 4
+#define PK_MIN_NV 4
+
+ALWAYS_INLINE void pk_tile_avx2(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+                                const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[2][PK_NV];
+    for (int t = 0; t < nv; t++) {
+        acc[0][t] = _mm256_setzero_ps();
+        acc[1][t] = _mm256_setzero_ps();
+    }
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wq + b * QK * PK_ROWS;
+        const __m256 dw0 = _mm256_load_ps(dw + b * PK_ROWS);
+        const __m256 dw1 = _mm256_load_ps(dw + b * PK_ROWS + 8);
+        const __m256 mw0 = _mm256_load_ps(mw + b * PK_ROWS);
+        const __m256 mw1 = _mm256_load_ps(mw + b * PK_ROWS + 8);
+        for (int t = 0; t < nv; t++) {
+            const int8_t *xb = xs[t].q + b * QK;
+            __m256i s0 = _mm256_setzero_si256();
+            __m256i s1 = _mm256_setzero_si256();
+            __m256i i0 = _mm256_setzero_si256();
+            __m256i i1 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                int32_t x4;
+                memcpy(&x4, xb + 4 * g, 4);
+                const __m256i xv = _mm256_set1_epi32(x4);
+                s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(wb + g * 64)), xv));
+                s1 = _mm256_add_epi16(s1,
+                                      _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(wb + g * 64 + 32)), xv));
+                if ((five && g == 3) || g == 7) {
+                    i0 = _mm256_add_epi32(i0, _mm256_madd_epi16(s0, ones));
+                    i1 = _mm256_add_epi32(i1, _mm256_madd_epi16(s1, ones));
+                    s0 = _mm256_setzero_si256();
+                    s1 = _mm256_setzero_si256();
+                }
+            }
+            const __m256 dx = _mm256_set1_ps(xs[t].d[b]);
+            const __m256 sx = _mm256_set1_ps(xs[t].s[b]);
+            acc[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw0, dx), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw1, dx), acc[1][t]);
+            acc[0][t] = _mm256_fmadd_ps(mw0, sx, acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(mw1, sx, acc[1][t]);
+        }
+    }
+    for (int t = 0; t < nv; t++) {
+        float out[PK_ROWS];
+        _mm256_storeu_ps(out, acc[0][t]);
+        _mm256_storeu_ps(out + 8, acc[1][t]);
+        memcpy(Y + t * ldy + r, out, nr * sizeof(float));
+    }
+}
+
+ALWAYS_INLINE void pk_tiles_avx2(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+                                 const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
+    switch (nv) {
+    case 1:
+        pk_tile_avx2(five, 1, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        break;
+    case 2:
+        pk_tile_avx2(five, 2, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        break;
+    case 3:
+        pk_tile_avx2(five, 3, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        break;
+    default:
+        pk_tile_avx2(five, PK_NV, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        break;
+    }
+}
+
+/* Packed GEMM over rows [r0, r1); returns 0 (nothing written) if the scratch buffers cannot be allocated. */
+ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
+                                size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    const int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K;
+    const size_t nb = cols / QK;
+    const size_t ntiles = pk_tiles_for(cols);
+    pk_buffers pb[PK_TILES];
+    void *buf[PK_TILES];
+    for (size_t k = 0; k < ntiles; k++) {
+        buf[k] = pk_alloc(cols, &pb[k]);
+        if (!buf[k]) {
+            for (size_t j = 0; j < k; j++) {
+                free(buf[j]);
+            }
+            return 0;
+        }
+    }
+    for (size_t rb = r0; rb < r1; rb += ntiles * PK_ROWS) {
+        size_t nt = 0;
+        for (size_t r = rb; r < r1 && nt < ntiles; r += PK_ROWS, nt++) {
+            const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
+            pk_pack(type, (const uint8_t *)W, row_bytes, r, nr, cols, pb[nt].wq, pb[nt].dw, pb[nt].mw, pb[nt].tmp);
+        }
+        for (size_t t = 0; t < n_vec; t += PK_NV) {
+            const size_t nv = n_vec - t < PK_NV ? n_vec - t : PK_NV;
+            act_view xs[PK_NV];
+            for (size_t k = 0; k < nv; k++) {
+                xs[k] = view_of((const char *)X + (t + k) * x_stride, cols);
+            }
+            for (size_t k = 0; k < nt; k++) {
+                const size_t r = rb + k * PK_ROWS;
+                const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
+                pk_tiles_avx2(five, (int)nv, pb[k].wq, pb[k].dw, pb[k].mw, nb, xs, Y + t * ldy, ldy, r, nr);
+            }
+        }
+    }
+    for (size_t k = 0; k < ntiles; k++) {
+        free(buf[k]);
+    }
+    return 1;
+}
+
 ALWAYS_INLINE void matmat_generic(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
                                   size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    if (type != T_Q8_0 && type != T_Q6_K && n_vec >= PK_MIN_NV &&
+        matmat_packed(type, W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols)) {
+        return;
+    }
     for (size_t rt = r0; rt < r1; rt += ROW_TILE) {
         const size_t re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
         size_t t = 0;

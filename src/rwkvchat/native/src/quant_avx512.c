@@ -8,10 +8,13 @@
  * - matvec (decode, memory-bound): the 256-bit row kernels of quant_x86.h with vpdpbusd on 256-bit registers.
  *   Joining block pairs into 512-bit registers measured slower there: the decode and the per-block scale
  *   broadcasts crowd port 5, and 512-bit operations have two ports instead of three.
- * - matmat (sequence mode): the 32-element types use 4-row x 4-vector register tiles over block pairs, where each
- *   decode and each activation load is shared by four products; the K-quants pair adjacent sub-blocks.
+ * - matmat (sequence mode) with VNNI, 4 or more vectors and every type but Q6_K: the packed int8 GEMM (pk_pack in
+ *   quant_x86.h; 16 rows x 8 vectors per register tile). Otherwise the 32-element types use 4-row x 4-vector
+ *   register tiles over block pairs, where each decode and each activation load is shared by four products, and
+ *   the K-quants pair adjacent sub-blocks.
  */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -58,17 +61,13 @@ ALWAYS_INLINE void rows_k45(int type, int nv, int vnni, const uint8_t *W, size_t
         }
         for (size_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + i * bb;
-            const float d = h2f(blk);
-            const float dmin = h2f(blk + 2);
+            __m256 dv;
+            __m256 mv;
+            k4_scales_vec(blk, &dv, &mv);
             float dsc[8];
             float dmn[8];
-            for (int s = 0; s < 8; s++) {
-                uint8_t sc;
-                uint8_t mn;
-                rwkvc_k4_scale_min(s, blk + 4, &sc, &mn);
-                dsc[s] = d * sc;
-                dmn[s] = dmin * mn;
-            }
+            _mm256_storeu_ps(dsc, dv);
+            _mm256_storeu_ps(dmn, mv);
             const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
             const __m256i hb =
                 type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
@@ -267,9 +266,139 @@ ALWAYS_INLINE void tiles32(int type, int vnni, int nv, const uint8_t *W, size_t 
     }
 }
 
+/*
+ * Sequence mode with VNNI: the packed int8 GEMM of quant_x86.h (pk_pack). One vpdpbusd of a packed group of 4
+ * elements x 16 rows against 4 activation bytes broadcast from memory adds 4 products to each of 16 rows, so the
+ * 16 int32 lanes of a block sum are the 16 rows' exact integer block dots, scaled by a convert and three vector
+ * operations per block and vector (two where the min is a fixed multiple of d). PK_NV vectors share each packed
+ * weight register.
+ */
+#define PK_NV 8
+/* Below this many vectors the packing does not pay for itself; the register tiles above run instead. */
+#define PK_MIN_NV 4
+
+/* Y[t][r + i] for t < nv, i < 16 (masked) from a packed tile. */
+ALWAYS_INLINE void pk_tile(float cmin, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+                           const act_view *xs, float *Y, size_t ldy, size_t r, __mmask16 mask) {
+    __m512 acc[PK_NV];
+    for (int t = 0; t < nv; t++) {
+        acc[t] = _mm512_setzero_ps();
+    }
+    for (size_t b = 0; b < nb; b++) {
+        const __m512i *wb = (const __m512i *)(wq + b * QK * PK_ROWS);
+        __m512i s[PK_NV];
+        for (int t = 0; t < nv; t++) {
+            s[t] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m512i w = _mm512_load_si512(wb + g);
+            for (int t = 0; t < nv; t++) {
+                int32_t x4;
+                memcpy(&x4, xs[t].q + b * QK + 4 * g, 4);
+                s[t] = _mm512_dpbusd_epi32(s[t], w, _mm512_set1_epi32(x4));
+            }
+        }
+        const __m512 dwb = _mm512_load_ps(dw + b * PK_ROWS);
+        for (int t = 0; t < nv; t++) {
+            if (cmin != 0.0f) {
+                /* m = cmin * d: d * (q . x * d_x + cmin * s_x), one vector operation fewer. */
+                const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(xs[t].d[b]),
+                                                 _mm512_set1_ps(cmin * xs[t].s[b]));
+                acc[t] = _mm512_fmadd_ps(dwb, v, acc[t]);
+            } else {
+                const __m512 sc = _mm512_mul_ps(dwb, _mm512_set1_ps(xs[t].d[b]));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), sc, acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_load_ps(mw + b * PK_ROWS), _mm512_set1_ps(xs[t].s[b]), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nv; t++) {
+        _mm512_mask_storeu_ps(Y + t * ldy + r, mask, acc[t]);
+    }
+}
+
+ALWAYS_INLINE void pk_tiles_nv(float cmin, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+                               const act_view *xs, float *Y, size_t ldy, size_t r, __mmask16 mask) {
+    switch (nv) {
+    case 1:
+        pk_tile(cmin, 1, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    case 2:
+        pk_tile(cmin, 2, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    case 3:
+        pk_tile(cmin, 3, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    case 4:
+        pk_tile(cmin, 4, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    case 5:
+        pk_tile(cmin, 5, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    case 6:
+        pk_tile(cmin, 6, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    case 7:
+        pk_tile(cmin, 7, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    default:
+        pk_tile(cmin, PK_NV, wq, dw, mw, nb, xs, Y, ldy, r, mask);
+        break;
+    }
+}
+
+/* Packed GEMM over rows [r0, r1); returns 0 (nothing written) if the scratch buffers cannot be allocated. */
+ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
+                                size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    const size_t nb = cols / QK;
+    /* Types whose min is a fixed multiple of d (value = d * (q + cmin)); 0 for a stored min. */
+    const float cmin = type == T_Q8_0 ? -128.0f : type == T_Q4_0 ? -8.0f : type == T_Q5_0 ? -16.0f : 0.0f;
+    const size_t ntiles = pk_tiles_for(cols);
+    pk_buffers pb[PK_TILES];
+    void *buf[PK_TILES];
+    for (size_t k = 0; k < ntiles; k++) {
+        buf[k] = pk_alloc(cols, &pb[k]);
+        if (!buf[k]) {
+            for (size_t j = 0; j < k; j++) {
+                free(buf[j]);
+            }
+            return 0;
+        }
+    }
+    for (size_t rb = r0; rb < r1; rb += ntiles * PK_ROWS) {
+        size_t nt = 0;
+        for (size_t r = rb; r < r1 && nt < ntiles; r += PK_ROWS, nt++) {
+            const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
+            pk_pack(type, (const uint8_t *)W, row_bytes, r, nr, cols, pb[nt].wq, pb[nt].dw, pb[nt].mw, pb[nt].tmp);
+        }
+        for (size_t t = 0; t < n_vec; t += PK_NV) {
+            const size_t nv = n_vec - t < PK_NV ? n_vec - t : PK_NV;
+            act_view xs[PK_NV];
+            for (size_t k = 0; k < nv; k++) {
+                xs[k] = view_of((const char *)X + (t + k) * x_stride, cols);
+            }
+            for (size_t k = 0; k < nt; k++) {
+                const size_t r = rb + k * PK_ROWS;
+                const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
+                const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+                pk_tiles_nv(cmin, (int)nv, pb[k].wq, pb[k].dw, pb[k].mw, nb, xs, Y + t * ldy, ldy, r, mask);
+            }
+        }
+    }
+    for (size_t k = 0; k < ntiles; k++) {
+        free(buf[k]);
+    }
+    return 1;
+}
+
 ALWAYS_INLINE void matmat_generic(int type, int vnni, const void *W, size_t row_bytes, const void *X,
                                   size_t x_stride, size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1,
                                   size_t cols) {
+    if (vnni && type != T_Q6_K && n_vec >= PK_MIN_NV &&
+        matmat_packed(type, W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols)) {
+        return;
+    }
     for (size_t rt = r0; rt < r1; rt += ROW_TILE) {
         const size_t re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
         size_t t = 0;

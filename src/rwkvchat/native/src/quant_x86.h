@@ -6,6 +6,7 @@
 #define RWKVC_QUANT_X86_H
 
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -169,27 +170,94 @@ ALWAYS_INLINE void step32_256(int type, int nv, int vnni, const uint8_t *blk, si
 }
 
 /*
+ * Scales of 8 consecutive 32-element blocks as 8-float vectors d and m (value = d * q + m, as decode32): one
+ * gather of the 4 header bytes of each block (d, and m for Q4_1 / Q5_1) and two f16 conversions, instead of
+ * 8 scalar conversions, multiplies and broadcasts.
+ */
+ALWAYS_INLINE void scales8(int type, const uint8_t *blk0, __m256 *d, __m256 *m) {
+    const int bb = (int)type_block_bytes(type);
+    const __m256i idx = _mm256_setr_epi32(0, bb, 2 * bb, 3 * bb, 4 * bb, 5 * bb, 6 * bb, 7 * bb);
+    const __m256i v = _mm256_i32gather_epi32((const int *)(const void *)blk0, idx, 1);
+    const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+    *d = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)));
+    if (type == T_Q4_1 || type == T_Q5_1) {
+        const __m256i hi = _mm256_srli_epi32(v, 16);
+        *m = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)));
+    } else if (type == T_Q4_0) {
+        *m = _mm256_mul_ps(*d, _mm256_set1_ps(-8.0f));
+    } else if (type == T_Q5_0) {
+        *m = _mm256_mul_ps(*d, _mm256_set1_ps(-16.0f));
+    } else {
+        *m = _mm256_setzero_ps();
+    }
+}
+
+/*
  * Y[t][r] for t < nv over rows [r0, r1) for the 32-element types. type and nv are compile-time constants after
- * inlining, so each (type, nv) pair becomes a branch-free loop. Blocks go in pairs into two accumulator sets, so
- * the FMA latency chain does not limit a single-vector matvec.
+ * inlining, so each (type, nv) pair becomes a branch-free loop. Blocks go in groups of 8 whose scales are
+ * computed as vectors (scales8; the per-block products d * d_x are broadcast back from a small stack array, a load
+ * rather than a shuffle), into two accumulator sets so the FMA latency chain does not limit a single-vector
+ * matvec; the min term is one 8-wide FMA per group. The last nb % 8 blocks take the per-block path.
  */
 ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes, const act_view *xs,
                               float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
     const size_t nb = cols / QK;
     const size_t bb = type_block_bytes(type);
+    const int sgn = type_is_signed(type);
+    const int has_min = type_has_min(type);
     for (size_t r = r0; r < r1; r++) {
         const uint8_t *row = W + r * row_bytes;
         __m256 acc0[MAX_NV];
         __m256 acc1[MAX_NV];
+        __m256 accv[MAX_NV];
         float accm0[MAX_NV];
-        float accm1[MAX_NV];
         for (int t = 0; t < nv; t++) {
             acc0[t] = _mm256_setzero_ps();
             acc1[t] = _mm256_setzero_ps();
+            accv[t] = _mm256_setzero_ps();
             accm0[t] = 0.0f;
-            accm1[t] = 0.0f;
         }
         size_t b = 0;
+        /* Q8_0 reads twice the bytes per block and measured faster per block (its scalar work is hidden). */
+        for (; type != T_Q8_0 && b + 8 <= nb; b += 8) {
+            const uint8_t *blk = row + b * bb;
+            for (size_t o = 0; o < 8 * bb; o += 64) {
+                PREFETCH(blk + o);
+            }
+            __m256 dv;
+            __m256 mv;
+            scales8(type, blk, &dv, &mv);
+            float cs[MAX_NV][8];
+            for (int t = 0; t < nv; t++) {
+                _mm256_storeu_ps(cs[t], _mm256_mul_ps(dv, _mm256_loadu_ps(xs[t].d + b)));
+                if (has_min) {
+                    accv[t] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xs[t].s + b), accv[t]);
+                }
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                float dd;
+                float mm;
+                const __m256i q = decode32(type, blk + j * bb, &dd, &mm);
+                const __m256i aq = sgn ? _mm256_sign_epi8(q, q) : q;
+                for (int t = 0; t < nv; t++) {
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(xs[t].q + (b + j) * QK));
+                    if (sgn) {
+                        x = _mm256_sign_epi8(x, q);
+                    }
+                    const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(vnni, aq, x));
+                    if (j & 1) {
+                        acc1[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][j]), p, acc1[t]);
+                    } else {
+                        acc0[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][j]), p, acc0[t]);
+                    }
+                }
+            }
+        }
+        float accm1[MAX_NV];
+        for (int t = 0; t < nv; t++) {
+            accm1[t] = 0.0f;
+        }
         for (; b + 2 <= nb; b += 2) {
             PREFETCH(row + b * bb);
             if (bb * 2 > 64) {
@@ -202,25 +270,38 @@ ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size
             step32_256(type, nv, vnni, row + b * bb, b, xs, acc0, accm0);
         }
         for (int t = 0; t < nv; t++) {
-            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (accm0[t] + accm1[t]);
+            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (hsum8(accv[t]) + (accm0[t] + accm1[t]));
         }
     }
 }
 
-/* Unpacks the 8 six-bit scales and mins of a Q4_K / Q5_K block into floats d * sc and dmin * mn. */
-ALWAYS_INLINE void k4_scales(const uint8_t *blk, float *dsc, float *dmn) {
-    const float d = h2f(blk);
-    const float dmin = h2f(blk + 2);
-    for (int s = 0; s < 8; s++) {
-        uint8_t sc;
-        uint8_t mn;
-        rwkvc_k4_scale_min(s, blk + 4, &sc, &mn);
-        dsc[s] = d * sc;
-        dmn[s] = dmin * mn;
-    }
+/*
+ * The 8 six-bit scales and mins of a Q4_K / Q5_K block as 8-float vectors d * sc and dmin * mn, unpacked with
+ * ggml's 32-bit mask trick (bytes 0..7 of u become the scales, bytes 8..15 the mins) instead of 8 branchy scalar
+ * extractions (rwkvc_k4_scale_min): decode of these types was dominated by that scalar work. The products are
+ * the same floats d * (float)sc, dmin * (float)mn.
+ */
+ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
+    uint32_t u[4];
+    memcpy(u, blk + 4, 12);
+    const uint32_t k1 = 0x3f3f3f3fu;
+    const uint32_t k2 = 0x0f0f0f0fu;
+    const uint32_t k3 = 0x03030303u;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = mins_lo;
+    u[0] &= k1;
+    const __m128i v = _mm_loadu_si128((const __m128i *)u);
+    *dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(blk)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)));
+    *dmn = _mm256_mul_ps(_mm256_set1_ps(h2f(blk + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))));
 }
 
-/* Rows of Q4_K / Q5_K: per 32-element sub-block, unsigned quants times activation block, minus the min term. */
+/*
+ * Rows of Q4_K / Q5_K: per 32-element sub-block, unsigned quants times activation block, minus the min term. The
+ * per-sub-block scales d * sc * d_x come from one 8-wide multiply (broadcast back from a small stack array), and
+ * the min term is one 8-wide FMA per super-block.
+ */
 ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
                                 const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
     const size_t nsb = cols / QK_K;
@@ -231,20 +312,25 @@ ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, si
         const uint8_t *row = W + r * row_bytes;
         __m256 acc[MAX_NV];
         __m256 accb[MAX_NV];
-        float accm[MAX_NV];
+        __m256 accm[MAX_NV];
         for (int t = 0; t < nv; t++) {
             acc[t] = _mm256_setzero_ps();
             accb[t] = _mm256_setzero_ps();
-            accm[t] = 0.0f;
+            accm[t] = _mm256_setzero_ps();
         }
         for (size_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + i * bb;
             PREFETCH(blk);
             PREFETCH(blk + 64);
             PREFETCH(blk + 128);
-            float dsc[8];
-            float dmn[8];
-            k4_scales(blk, dsc, dmn);
+            __m256 dsc;
+            __m256 dmn;
+            k4_scales_vec(blk, &dsc, &dmn);
+            float cs[MAX_NV][8];
+            for (int t = 0; t < nv; t++) {
+                _mm256_storeu_ps(cs[t], _mm256_mul_ps(dsc, _mm256_loadu_ps(xs[t].d + i * 8)));
+                accm[t] = _mm256_fmadd_ps(dmn, _mm256_loadu_ps(xs[t].s + i * 8), accm[t]);
+            }
             const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
             const __m256i hb =
                 type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
@@ -264,14 +350,13 @@ ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, si
                     const __m256i xb = _mm256_loadu_si256((const __m256i *)(xs[t].q + (ba + 1) * QK));
                     const __m256 pa = _mm256_cvtepi32_ps(dot_u8s8(vnni, qa, xa));
                     const __m256 pb = _mm256_cvtepi32_ps(dot_u8s8(vnni, qb, xb));
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dsc[2 * g] * xs[t].d[ba]), pa, acc[t]);
-                    accb[t] = _mm256_fmadd_ps(_mm256_set1_ps(dsc[2 * g + 1] * xs[t].d[ba + 1]), pb, accb[t]);
-                    accm[t] += dmn[2 * g] * xs[t].s[ba] + dmn[2 * g + 1] * xs[t].s[ba + 1];
+                    acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g]), pa, acc[t]);
+                    accb[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g + 1]), pb, accb[t]);
                 }
             }
         }
         for (int t = 0; t < nv; t++) {
-            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc[t], accb[t])) - accm[t];
+            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc[t], accb[t])) - hsum8(accm[t]);
         }
     }
 }
@@ -343,6 +428,225 @@ ALWAYS_INLINE void rows_any_256(int type, int nv, int vnni, const uint8_t *W, si
     } else {
         rows32_256(type, nv, vnni, W, row_bytes, xs, Y, ldy, r0, r1, cols);
     }
+}
+
+/*
+ * Sequence mode (matmat) as a packed int8 GEMM. A tile of PK_ROWS = 16 weight rows is decoded once into unsigned
+ * byte quants with one scale d and one min m per row and 32-element block (value = d * q + m; Q8_0 becomes
+ * q + 128 with m = -128 d, Q4_0 / Q5_0 take m = -8 d / -16 d, the K-quants d * sc and -dmin * mn per sub-block),
+ * and stored interleaved: per block, 8 groups of 4 elements x 16 rows x 4 bytes. One vpdpbusd of a packed group
+ * against 4 activation bytes broadcast from memory then adds 4 products to each of 16 rows, so the 16 int32 lanes
+ * of a block sum are the 16 rows' exact integer block dots (AVX2 does the same with vpmaddubsw / vpmaddwd on
+ * 8 rows per register). The packed tile is reused by every vector, and the K-quant scales are unpacked once per
+ * tile, not once per vector.
+ */
+#define PK_ROWS 16
+
+/* 8 x 8 transpose of 32-bit elements: r[i] holds row i; afterwards r[g] holds element g of every row. */
+ALWAYS_INLINE void transpose8x8_epi32(__m256i *r) {
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+    const __m256i t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+    const __m256i t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+    const __m256i t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+    const __m256i t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2);
+    const __m256i u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3);
+    const __m256i u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6);
+    const __m256i u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7);
+    const __m256i u7 = _mm256_unpackhi_epi64(t5, t7);
+    r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+/*
+ * Decodes one unit (one 32-element block, or one 256-element super-block of Q4_K / Q5_K) of one row into unsigned
+ * quants q[0..U), and d / m per 32-element block into d[s * PK_ROWS] / m[s * PK_ROWS].
+ */
+ALWAYS_INLINE void pk_decode_unit(int type, const uint8_t *blk, uint8_t *q, float *d, float *m) {
+    if (type == T_Q4_K || type == T_Q5_K) {
+        __m256 dv;
+        __m256 mv;
+        k4_scales_vec(blk, &dv, &mv);
+        float dsc[8];
+        float dmn[8];
+        _mm256_storeu_ps(dsc, dv);
+        _mm256_storeu_ps(dmn, mv);
+        for (int s = 0; s < 8; s++) {
+            d[s * PK_ROWS] = dsc[s];
+            m[s * PK_ROWS] = -dmn[s];
+        }
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        const __m256i one = _mm256_set1_epi8(1);
+        const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
+        const __m256i hb = type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+        for (int g = 0; g < 4; g++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+            __m256i qa = _mm256_and_si256(v, m4);
+            __m256i qb = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (type == T_Q5_K) {
+                const __m256i ha = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one);
+                const __m256i hbb = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one);
+                qa = _mm256_or_si256(qa, _mm256_slli_epi16(ha, 4));
+                qb = _mm256_or_si256(qb, _mm256_slli_epi16(hbb, 4));
+            }
+            _mm256_storeu_si256((__m256i *)(q + 64 * g), qa);
+            _mm256_storeu_si256((__m256i *)(q + 64 * g + 32), qb);
+        }
+        return;
+    }
+    __m256i v = decode32(type, blk, d, m);
+    if (type_is_signed(type)) {
+        /* q + 128 as an unsigned byte; d * q = d * (q + 128) - 128 d. */
+        v = _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+        *m = -128.0f * *d;
+    }
+    _mm256_storeu_si256((__m256i *)q, v);
+}
+
+/*
+ * Packs rows [r, r + nr) (nr <= PK_ROWS) of all blocks into wq (cols * PK_ROWS bytes), dw and mw (nb * PK_ROWS
+ * floats each, block-major); rows nr.. of the tile are zero. tmp holds PK_ROWS x 256 bytes.
+ */
+ALWAYS_INLINE void pk_pack(int type, const uint8_t *W, size_t row_bytes, size_t r, size_t nr, size_t cols,
+                           uint8_t *wq, float *dw, float *mw, uint8_t *tmp) {
+    const int kq = type == T_Q4_K || type == T_Q5_K;
+    if (!kq && row_bytes <= (size_t)0x7FFFFFFF / PK_ROWS) {
+        /*
+         * 32-element types: quants decoded straight into registers and transposed there; d and m of 8 rows at a
+         * time by one gather of the block headers (scales8 across rows instead of along a row).
+         */
+        const size_t nb = cols / QK;
+        const size_t bb = type_block_bytes(type);
+        const int rb = (int)row_bytes;
+        const __m256i idx = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const uint8_t *tile = W + r * row_bytes;
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *dst = wq + b * QK * PK_ROWS;
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *base = tile + (size_t)(8 * h) * row_bytes + b * bb;
+                __m256i rr[8];
+                for (int i = 0; i < 8; i++) {
+                    if ((size_t)(8 * h + i) < nr) {
+                        float dd;
+                        float mm;
+                        rr[i] = decode32(type, base + (size_t)i * row_bytes, &dd, &mm);
+                        if (type_is_signed(type)) {
+                            rr[i] = _mm256_xor_si256(rr[i], _mm256_set1_epi8((char)0x80));
+                        }
+                    } else {
+                        rr[i] = _mm256_setzero_si256();
+                    }
+                }
+                transpose8x8_epi32(rr);
+                for (int g = 0; g < 8; g++) {
+                    _mm256_store_si256((__m256i *)(dst + g * 64 + 32 * h), rr[g]);
+                }
+                /* Headers of the valid rows (d, and m for Q4_1 / Q5_1); rows past nr read as zero. */
+                const long valid = (long)nr - 8 * h;
+                const __m256i vm = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(valid < 0 ? 0 : valid)), lane);
+                const __m256i v =
+                    _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)(const void *)base, idx, vm, 1);
+                const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+                const __m256 dv =
+                    _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)));
+                __m256 mv;
+                if (type == T_Q4_1 || type == T_Q5_1) {
+                    const __m256i hi = _mm256_srli_epi32(v, 16);
+                    mv = _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)));
+                } else if (type == T_Q4_0) {
+                    mv = _mm256_mul_ps(dv, _mm256_set1_ps(-8.0f));
+                } else if (type == T_Q5_0) {
+                    mv = _mm256_mul_ps(dv, _mm256_set1_ps(-16.0f));
+                } else {
+                    mv = _mm256_mul_ps(dv, _mm256_set1_ps(-128.0f));
+                }
+                _mm256_store_ps(dw + b * PK_ROWS + 8 * h, dv);
+                _mm256_store_ps(mw + b * PK_ROWS + 8 * h, mv);
+            }
+        }
+        return;
+    }
+    const size_t U = kq ? QK_K : QK;
+    const size_t nsb = U / QK;
+    const size_t nu = cols / U;
+    const size_t bb = type_block_bytes(type);
+    for (size_t u = 0; u < nu; u++) {
+        float *du = dw + u * nsb * PK_ROWS;
+        float *mu = mw + u * nsb * PK_ROWS;
+        for (size_t i = 0; i < PK_ROWS; i++) {
+            if (i < nr) {
+                pk_decode_unit(type, W + (r + i) * row_bytes + u * bb, tmp + i * U, du + i, mu + i);
+            } else {
+                memset(tmp + i * U, 0, U);
+                for (size_t s = 0; s < nsb; s++) {
+                    du[s * PK_ROWS + i] = 0.0f;
+                    mu[s * PK_ROWS + i] = 0.0f;
+                }
+            }
+        }
+        for (size_t s = 0; s < nsb; s++) {
+            uint8_t *dst = wq + (u * nsb + s) * QK * PK_ROWS;
+            for (int h = 0; h < 2; h++) {
+                __m256i rr[8];
+                for (int i = 0; i < 8; i++) {
+                    rr[i] = _mm256_loadu_si256((const __m256i *)(tmp + (8 * h + i) * U + QK * s));
+                }
+                transpose8x8_epi32(rr);
+                for (int g = 0; g < 8; g++) {
+                    _mm256_store_si256((__m256i *)(dst + g * 64 + 32 * h), rr[g]);
+                }
+            }
+        }
+    }
+}
+
+/*
+ * Scratch for one packed tile of cols columns: wq (cols * PK_ROWS bytes), dw and mw (nb * PK_ROWS floats each),
+ * tmp (PK_ROWS * QK_K bytes). NULL if out of memory; release with free().
+ */
+typedef struct {
+    uint8_t *wq;
+    float *dw;
+    float *mw;
+    uint8_t *tmp;
+} pk_buffers;
+
+/*
+ * Packed tiles held at once: each group of vectors passes over all of them while its activations stay in L1,
+ * so the activations are read from outer caches once per PK_TILES * PK_ROWS rows rather than once per tile (a
+ * 512-vector prefill has megabytes of activations). Fewer for wide matrices so the packed tiles fit L2.
+ */
+#define PK_TILES 4
+
+static inline size_t pk_tiles_for(size_t cols) {
+    return cols <= 8192 ? PK_TILES : cols <= 16384 ? 2 : 1;
+}
+
+static inline void *pk_alloc(size_t cols, pk_buffers *pb) {
+    const size_t nb = cols / QK;
+    const size_t wq_bytes = cols * PK_ROWS;
+    const size_t f_bytes = nb * PK_ROWS * sizeof(float);
+    uint8_t *buf = aligned_alloc(64, wq_bytes + 2 * f_bytes + PK_ROWS * QK_K);
+    if (buf) {
+        pb->wq = buf;
+        pb->dw = (float *)(buf + wq_bytes);
+        pb->mw = (float *)(buf + wq_bytes + f_bytes);
+        pb->tmp = buf + wq_bytes + 2 * f_bytes;
+    }
+    return buf;
 }
 
 /* Activation preparation with AVX2 instructions, bit-identical to rwkvc_q8act_prepare_ref. */
