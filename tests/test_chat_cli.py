@@ -231,6 +231,16 @@ def test_piped_chat_session_saves_and_resumes(tiny_model, home):
     assert r.returncode == 0, r.stderr
     assert "resumed s1: 2 turns" in r.stdout
     assert '"text": "again"' in r.stdout
+    # The token ids live beside the save: the whole conversation, from the init prompt on.
+    import numpy as np
+
+    from rwkvchat.model import Model
+
+    ids = np.fromfile(saved.with_suffix(".tokens"), dtype="<u4").tolist()
+    with Model(str(tiny_model), threads=1) as m:
+        text = m.tokenizer.decode(ids)
+    assert text.startswith("User: hi\n\nAssistant: Hi.") and text.endswith("\n\n")
+    assert text.index("User: hello\n\nAssistant:") < text.index("User: again\n\nAssistant:")
 
 
 def test_chat_bad_inputs(tiny_model, home, tmp_path):
@@ -294,3 +304,56 @@ def test_session_resumed_on_another_model_is_refed(tiny_model, home, tmp_path):
     assert "saved with a different model; re-feeding its transcript (1 turns)" in r.stdout
     r = cli(["chat", "--model", str(other), "--session", "x"], stdin="")
     assert "resumed x: 1 turns" in r.stdout  # Now saved for the new model.
+
+
+def _has_cuda() -> bool:
+    from rwkvchat import _native
+
+    return "CUDA=1" in _native.system_info()
+
+
+@pytest.mark.parametrize("command", ["chat", "gen", "perplexity"])
+def test_device_cuda_without_a_cuda_build_is_one_error_line(tiny_model, home, tmp_path, command):
+    if _has_cuda():
+        pytest.skip("this library was built with CUDA: the missing-CUDA message cannot appear")
+    text = tmp_path / "t.txt"
+    text.write_text("hello there\n", encoding="utf-8")
+    args = {
+        "chat": ["chat", "--model", str(tiny_model)],
+        "gen": ["gen", "hi", "--model", str(tiny_model)],
+        "perplexity": ["perplexity", str(tiny_model), str(text)],
+    }[command]
+    r = cli([*args, "--device", "cuda", "--gpu-layers", "1"], stdin="hi\n")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "rwkvchat: error: this build has no CUDA support (rebuild with -DRWKVC_CUDA=ON)"
+    ]
+    assert r.stdout == ""
+
+
+def test_bad_device_names_are_refused(tiny_model, home):
+    r = cli(["gen", "hi", "--model", str(tiny_model), "--device", "tpu"])
+    assert r.returncode == 1
+    assert r.stderr.strip() == 'rwkvchat: error: device must be "cpu", "cuda" or "cuda:N", got \'tpu\''
+    r = cli(["gen", "hi", "--model", str(tiny_model), "--gpu-layers", "-1"])
+    assert r.returncode == 2  # A usage error: typer refuses it before anything loads.
+
+
+def test_gen_ban_and_logit_bias_shape_the_tokens(tiny_model, home, capsys, monkeypatch):
+    from rwkvchat.model import Model
+
+    with Model(str(tiny_model), threads=1) as m:
+        a, b = m.tokenizer.encode("A")[0], m.tokenizer.encode("B")[0]
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    base = ["gen", "x", "-n", "8", "--raw", "--seed", "1", "--temp", "1", "--top-p", "1", "--json"]
+    base += ["--model", str(tiny_model)]
+    code, out, _ = run_inproc([*base, "--logit-bias", f"{a}:60"], capsys)
+    assert code == 0 and json.loads(out)["text"] == "A" * 8
+    # A ban beats any bias; the next most pushed token wins instead.
+    code, out, _ = run_inproc([*base, "--logit-bias", f"{a}:60", "--logit-bias", f"{b}:50", "--ban", str(a)], capsys)
+    assert code == 0 and json.loads(out)["text"] == "B" * 8
+    code, _, err = run_inproc([*base, "--logit-bias", "65"], capsys)
+    assert code == 2 and "ID:BIAS" in err
+    code, _, err = run_inproc([*base, "--ban", "100000"], capsys)
+    assert code == 2 and "out of range" in err
+

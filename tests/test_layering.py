@@ -24,18 +24,36 @@ THIRD_PARTY = {
     "click",
     "platformdirs",
 }
-LEAVES = {"tokenizer", "sampling", "state", "commands", "prompts", "reference", "reference_legacy"}
+SESSION_LAYER = {"session_events", "session_loop", "session_store"}
+LEAVES = {
+    "history",
+    "tokenizer",
+    "sampling",
+    "state",
+    "commands",
+    "prompts",
+    "reference",
+    "reference_legacy",
+}
 # Internal modules each restricted module may import, beyond `errors`.
 ALLOWED_INTERNAL = {
     "tokenizer": {"_native"},
+    "state": {"history"},
     "reference": {"reference_legacy"},
     "reference_legacy": {"reference"},
-    "session": {"model", "tokenizer", "sampling", "state", "commands", "prompts"},
-    "repl": {"session", "commands"},
+    "session": {"model", "tokenizer", "sampling", "state", "history", "commands", "prompts"} | SESSION_LAYER,
+    "repl": {"session", "commands"} | SESSION_LAYER,
 }
+# session.py's helpers (events, saved conversations) sit in the session layer: they may import what
+# session may import, and only the session layer, repl and cli may import them.
+for _name in SESSION_LAYER:
+    ALLOWED_INTERNAL[_name] = ALLOWED_INTERNAL["session"] | {"session"}
 ALLOWED_THIRD_PARTY = {
     "tokenizer": {"numpy", "tokenizers"},
     "session": {"numpy"},
+    "session_events": {"numpy"},
+    "session_loop": {"numpy"},
+    "session_store": {"numpy"},
     "repl": {"numpy", "prompt_toolkit", "rich"},
 }
 
@@ -91,6 +109,7 @@ MODULES = _modules()
 def test_modules_found():
     names = {n for n, _ in MODULES}
     assert {"model", "_native", "reference", "convert", "cli", "cli.info", "errors"} <= names
+    assert SESSION_LAYER <= names
 
 
 @pytest.mark.parametrize("name,path", MODULES, ids=[n for n, _ in MODULES])
@@ -102,6 +121,10 @@ def test_import_rules(name, path):
     assert not unknown, f"{name} imports unknown packages {unknown}"
     if "_native" in own:
         assert top in {"model", "tokenizer", "quantize"}, f"{name} imports _native"
+    if own & (SESSION_LAYER | {"session"}):
+        assert top in SESSION_LAYER | {"session", "repl", "cli", "__init__"}, (
+            f"{name} imports the session layer"
+        )
     if "cli" in own:
         assert name == "__main__", f"{name} imports cli"
     if "typer" in external or "click" in external:

@@ -309,7 +309,7 @@ def test_prompt_command_starts_fresh_and_becomes_reset_point(tmp_path):
 
 
 def test_inline_overrides_apply_to_one_message(monkeypatch):
-    import rwkvchat.session as sm
+    import rwkvchat.session_loop as sm
 
     seen: list[tuple[float, float]] = []
     real = sm.sample
@@ -437,6 +437,151 @@ def test_export_md_and_json(tmp_path):
     assert data["transcript"][1] == {"role": "assistant", "text": "Hi there!"}
 
 
+def _ids(path) -> list[int]:
+    return np.fromfile(path, dtype="<u4").tolist()
+
+
+def _chat_ids(s: Session) -> list[int]:
+    return s.snapshot("chat").state.tokens  # The fake state is exactly the ids fed.
+
+
+def test_save_writes_exactly_the_ids_fed_and_follows_branches(tmp_path):
+    s, _ = make(save_path=tmp_path / "c.npz")
+    list(s.send("one"))
+    list(s.send("two"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s)
+    assert len(_chat_ids(s)) > len(INIT) + 20
+    # `+` replaces the last reply and `+reset` goes back to the init prompt: the file follows the chat.
+    s.rng = np.random.default_rng(3)
+    s.model.next_char = scripted(" Another one.\n\n")
+    list(s.send("+"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s)
+    assert bytes(_ids(tmp_path / "c.tokens")).decode().endswith("Assistant: Another one.\n\n")
+    list(s.send("+reset"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s) == list(INIT.encode())
+    # Free generation never reaches the file; only the pending ids of one turn stay in memory.
+    list(s.send("+gen story"))
+    assert _ids(tmp_path / "c.tokens") == list(INIT.encode())
+    assert s.snapshot("chat").fed == [] and s.snapshot("gen_1").fed is None
+
+
+def test_late_save_still_holds_every_id(tmp_path):
+    s, _ = make(save_dir=tmp_path)
+    list(s.send("one"))
+    list(s.send("/save late"))
+    list(s.send("two"))
+    assert _ids(tmp_path / "late.tokens") == _chat_ids(s)
+    assert _chat_ids(s)[: len(INIT)] == list(INIT.encode())
+
+
+def test_resume_continues_the_token_file(tmp_path):
+    s, _ = make(save_path=tmp_path / "c.npz")
+    list(s.send("one"))
+    s2, _ = make()
+    events = list(s2.resume(tmp_path / "c.npz"))
+    assert len(events) == 1  # No warning: the token file matched its save.
+    s2.save_path = tmp_path / "c.npz"
+    list(s2.send("two"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s2)
+    assert _chat_ids(s2)[: len(_chat_ids(s))] == _chat_ids(s)
+    data = __import__("json").loads(s2.export("json"))
+    assert data["tokens"] == _chat_ids(s2) and data["tokens_offset"] == 0
+
+
+def test_token_file_longer_than_its_save_is_cut_back_on_load(tmp_path):
+    s, _ = make(save_path=tmp_path / "c.npz")
+    list(s.send("one"))
+    good = _ids(tmp_path / "c.tokens")
+    with open(tmp_path / "c.tokens", "ab") as f:  # A crash after appending, before the .npz rename.
+        f.write(np.array([7, 8, 9], dtype="<u4").tobytes())
+    s2, _ = make()
+    events = list(s2.resume(tmp_path / "c.npz"))
+    assert len(events) == 1 and "resumed" in events[0].message
+    assert _ids(tmp_path / "c.tokens") == good
+    s2.save_path = tmp_path / "c.npz"
+    list(s2.send("two"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s2)
+
+
+@pytest.mark.parametrize("damage", ["short", "changed", "missing"])
+def test_damaged_token_file_is_detected_and_the_history_restarts(tmp_path, damage):
+    s, _ = make(save_path=tmp_path / "c.npz")
+    list(s.send("one"))
+    ids = _ids(tmp_path / "c.tokens")
+    if damage == "missing":
+        (tmp_path / "c.tokens").unlink()
+    else:
+        bad = ids[:-5] if damage == "short" else [*ids[:-1], (ids[-1] + 1) % 256]
+        np.array(bad, dtype="<u4").tofile(tmp_path / "c.tokens")
+    s2, _ = make()
+    events = list(s2.resume(tmp_path / "c.npz"))
+    assert s2.snapshot("chat").state.tokens == _chat_ids(s)  # The state itself resumes.
+    assert "token history" in events[-1].message
+    n = len(_chat_ids(s))
+    s2.save_path = tmp_path / "c.npz"
+    list(s2.send("two"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s2)[n:]  # Only what came after the loss.
+    s3, _ = make()
+    assert len(list(s3.resume(tmp_path / "c.npz"))) == 1  # Consistent again: no warning.
+    assert s3.log.offset == n
+
+
+def test_resume_on_another_model_rewrites_the_token_file(tmp_path):
+    s, _ = make(save_path=tmp_path / "c.npz")
+    list(s.send("remember me"))
+    s2, _ = make(fingerprint="other")
+    list(s2.resume(tmp_path / "c.npz"))
+    assert _ids(tmp_path / "c.tokens") == _chat_ids(s2)
+
+
+def test_transcript_is_streamed_and_only_its_tail_kept(tmp_path):
+    from rwkvchat.session_events import TRANSCRIPT_TAIL
+
+    s, _ = make(save_path=tmp_path / "c.npz")
+    for i in range(12):
+        list(s.send(f"message {i}"))
+    assert len(s.transcript) == TRANSCRIPT_TAIL and s.turns == 12
+    s.model.next_char = scripted(" Replaced.\n\n")
+    list(s.send("+"))
+    full = s.full_transcript()
+    assert [t["text"] for t in full if t["role"] == "user"] == [f"message {i}" for i in range(12)]
+    assert full[-1] == {"role": "assistant", "text": "Replaced."} and len(full) == 24
+    assert "message 0" in s.export("md") and "turns: 12;" in list(s.send("/stats"))[0].message
+    s2, _ = make()
+    list(s2.resume(tmp_path / "c.npz"))
+    assert s2.full_transcript() == full and s2.transcript == full[-TRANSCRIPT_TAIL:] and s2.turns == 12
+    s2.save_path = tmp_path / "c.npz"
+    list(s2.send("+reset"))
+    assert s2.full_transcript() == [] and s2.turns == 0
+    s3, _ = make()
+    list(s3.resume(tmp_path / "c.npz"))  # The reset was saved: the log replays to an empty transcript.
+    assert s3.full_transcript() == []
+
+
+def test_transcript_log_longer_than_its_save_is_cut_back(tmp_path):
+    s, _ = make(save_path=tmp_path / "c.npz")
+    list(s.send("one"))
+    with open(tmp_path / "c.jsonl", "ab") as f:  # A crash after logging, before the .npz rename.
+        f.write(b'{"role": "user", "text": "never saved"}\n')
+    s2, _ = make()
+    events = list(s2.resume(tmp_path / "c.npz"))
+    assert len(events) == 1
+    assert [t["text"] for t in s2.full_transcript()] == ["one", "Hi there!"]
+
+
+def test_prompt_command_applies_the_presets_sampling(tmp_path):
+    import json
+
+    s, _ = make()
+    p = tmp_path / "p.json"
+    p.write_text(
+        json.dumps({"name": "mine", "prompt": "{user}{sep} yo", "sampling": {"temperature": 0.5, "top_p": 0.1}}),
+        encoding="utf-8",
+    )
+    assert list(s.send(f"+prompt {p}"))[-1] == Info("Prompt set up.")
+    assert (s.params.temperature, s.params.top_p) == (0.5, 0.1)
+
+
 def test_help_stats_exit():
     s, _ = make()
     assert "/retry" in list(s.send("/help"))[0].message and "重新" in list(s.send("/help"))[0].message
@@ -518,12 +663,19 @@ def test_real_save_resume_continue_equals_continue(real_model, tmp_path):
     list(s1.send("hello"))
     s1.save(tmp_path / "c.npz")
     s2 = Session(real_model, preset=PRESET, seed=1)
-    assert "resumed" in list(s2.resume(tmp_path / "c.npz"))[0].message
+    assert [e.message for e in s2.resume(tmp_path / "c.npz")][-1].startswith("resumed")
     s2.params = s1.params
     s1.rng, s2.rng = np.random.default_rng(9), np.random.default_rng(9)
     a, b = text_of(list(s1.send("next"))), text_of(list(s2.send("next")))
     assert a == b
     assert np.max(np.abs(_state(s1, "chat") - _state(s2, "chat"))) == 0.0
+    # The token files of both match, and hold what the real tokenizer gives for the conversation.
+    s1.save(tmp_path / "a.npz")
+    s2.save(tmp_path / "c.npz")
+    ids = np.fromfile(tmp_path / "a.tokens", dtype="<u4")
+    assert np.array_equal(ids, np.fromfile(tmp_path / "c.tokens", dtype="<u4"))
+    assert ids.size == s1.snapshot("chat").n_tokens
+    assert real_model.tokenizer.decode(ids.tolist()).startswith(INIT + "User: hello\n\nAssistant:")
 
 
 def test_real_chunked_prefill_equals_one_sequence(real_model):

@@ -8,22 +8,25 @@ interrupted reply leaves the session usable: the partial reply is kept and the t
 
 Interruption: `interrupt()` (called from a signal handler) makes the running prefill or generation stop
 at the next chunk or token; closing the event iterator has the same effect.
+
+The session layer is split by responsibility: session_events (what a session yields), session_loop
+(the sampling loop, free generation), session_store (saving, resuming, the streamed transcript and ids).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from . import commands as C
-from .errors import CommandError, RwkvchatError, StateMismatchError
+from . import session_store as store
+from .errors import CommandError, RwkvchatError
+from .history import TokenLog, TranscriptLog
 from .prompts import (
     TEMPLATES,
     Preset,
@@ -33,8 +36,21 @@ from .prompts import (
     load_prompt_file,
     qq_prompt,
 )
-from .sampling import Penalties, SamplingParams, StopMatcher, chat_newline_bias, frequency_weight, sample
-from .state import Conversation, Snapshot, load_conversation, save_conversation
+from .sampling import SamplingParams
+from .session_events import (
+    Error,
+    Event,
+    ExitRequested,
+    Info,
+    ReplyStart,
+    Run,
+    Stats,
+    Stopped,
+    TokenText,
+    stats_text,
+)
+from .session_loop import free_generation, free_loop, sample_tokens
+from .state import Snapshot
 
 __all__ = [
     "Error",
@@ -48,76 +64,8 @@ __all__ = [
     "TokenText",
 ]
 
-FREE_GEN_LEN = 256  # Free generation stops here at a clean UTF-8 boundary...
-FREE_GEN_HARD = 356  # ...and here at the latest (ChatRWKV's FREE_GEN_LEN + 100).
 QA_NEWLINE_BIAS = -2.0  # `+qa` discourages newlines at every step.
 _AVOID_REPEAT = "，：？！"  # CJK punctuation that must not come twice in a row.
-
-
-@dataclass(frozen=True)
-class TokenText:
-    text: str
-
-
-@dataclass(frozen=True)
-class ReplyStart:
-    """A reply begins; `speaker` is the bot's name for chat replies, None for free generation."""
-
-    speaker: str | None
-
-
-@dataclass(frozen=True)
-class Stopped:
-    """Generation ended: reason is "stop" (stop string), "eos", "length" or "interrupted"."""
-
-    reason: str
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class Info:
-    message: str
-
-
-@dataclass(frozen=True)
-class Error:
-    message: str
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Token counts and wall times (seconds) of one prefill + generation."""
-
-    prompt_tokens: int
-    generated_tokens: int
-    prefill_s: float
-    generate_s: float
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.generated_tokens / self.generate_s if self.generate_s > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class ExitRequested:
-    pass
-
-
-Event = Union[TokenText, ReplyStart, Stopped, Info, Error, Stats, ExitRequested]
-
-
-@dataclass
-class _Run:
-    """A generation in progress: the live snapshot and what it has produced so far."""
-
-    snap: Snapshot
-    text: str = ""
-    n: int = 0
-    reason: str = "length"
-    stop: str | None = None
-    prefill_tokens: int = 0
-    prefill_s: float = 0.0
-    t0: float = 0.0
 
 
 class Session:
@@ -148,10 +96,13 @@ class Session:
         self.think = think
         self.save_path = Path(save_path) if save_path else None
         self.save_dir = Path(save_dir) if save_dir else None
-        self.transcript: list[dict[str, Any]] = []
+        self.transcript: list[dict[str, Any]] = []  # The last TRANSCRIPT_TAIL entries (all: self.tlog).
+        self.turns = 0  # User messages in the whole transcript.
+        self.tlog = TranscriptLog()
         self.last_stats: Stats | None = None
         self.init_text = ""
         self._snaps: dict[str, Snapshot] = {}
+        self.log = TokenLog()  # The ids of `chat`'s history, streamed to a file (state.py).
         self._interrupted = False
         self._free_newline_bias = 0.0
         self._ban: np.ndarray | None = None
@@ -187,8 +138,15 @@ class Session:
             raise CommandError(f"no {name} snapshot: the session has not been primed with its init prompt")
         return snap
 
-    def _fresh(self) -> Snapshot:
-        return Snapshot(self.model.new_state(), np.zeros(self.n_vocab, dtype=np.float32), 0, None)
+    def _fresh(self, track: bool = False) -> Snapshot:
+        """A new state; `track` records its ids for the token log (the chat lineage only)."""
+        zeros = np.zeros(self.n_vocab, dtype=np.float32)
+        return Snapshot(self.model.new_state(), zeros, 0, None, [] if track else None)
+
+    @staticmethod
+    def _untracked(snap: Snapshot) -> Snapshot:
+        snap.fed = None  # Free generation branches off the chat; its ids are never saved.
+        return snap
 
     def _prefill(self, snap: Snapshot, tokens: list[int]) -> bool:
         """Feeds tokens in chunks (sequence mode), advancing snap; False when interrupted midway."""
@@ -202,6 +160,7 @@ class Session:
                 snap.logits = np.asarray(out, dtype=np.float32)
             snap.n_tokens += len(chunk)
             snap.last_token = chunk[-1]
+            snap.record(chunk)
         return True
 
     def prime(self, preset: Preset | None = None) -> Iterator[Event]:
@@ -215,7 +174,7 @@ class Session:
         tokens = self.tok.encode(text)
         if getattr(self.tok, "kind", "") == "hf" and self.n_vocab in (50277, 50304) and tokens[-1:] == [535]:
             tokens[-1:] = [187, 187]  # The 20B model only ever generated "\n\n" as two newlines (B10).
-        snap = self._fresh()
+        snap = self._fresh(track=True)
         if not self._prefill(snap, tokens):
             yield Error("init prompt cancelled; the previous conversation is unchanged")
             return
@@ -224,7 +183,7 @@ class Session:
         self._snaps["chat"] = snap.copy()
         for name in ("chat_pre", "gen_0", "gen_1"):
             self._snaps.pop(name, None)
-        self.transcript = []
+        store.clear_transcript(self)
 
     # ---- the grammar ----
 
@@ -257,30 +216,36 @@ class Session:
             text = {C.Gen: lambda t: "\n" + t, C.Instruct: alpaca_prompt, C.AskQ: qq_prompt}[type(cmd)](
                 cmd.text
             )
-            yield from self._free(text, self._fresh(), ov, 0.0, cmd.text)
+            yield from free_generation(self, text, self._fresh(), ov, 0.0, cmd.text)
         elif isinstance(cmd, C.AskQA):
             text = self.template.user_turn(cmd.text) + self.template.bot_header()
-            yield from self._free(text, self._get("chat_init").copy(), ov, QA_NEWLINE_BIAS, cmd.text)
+            snap = self._untracked(self._get("chat_init").copy())
+            yield from free_generation(self, text, snap, ov, QA_NEWLINE_BIAS, cmd.text)
         elif isinstance(cmd, C.Retry):
             if "gen_0" not in self._snaps:
                 raise CommandError("nothing to retry yet: use +gen, +i, +qq or +qa first")
-            yield from self._free_loop(ov, _Run(self._get("gen_0").copy()))
+            yield from free_loop(self, ov, Run(self._get("gen_0").copy()))
         elif isinstance(cmd, C.Continue):
             if "gen_1" not in self._snaps:
                 raise CommandError("nothing to continue yet: use +gen, +i, +qq or +qa first")
             self._snaps["gen_0"] = self._get("gen_1").copy()
-            yield from self._free_loop(ov, _Run(self._get("gen_1").copy()))
+            yield from free_loop(self, ov, Run(self._get("gen_1").copy()))
         elif isinstance(cmd, C.Reset):
             self._snaps["chat"] = self._get("chat_init").copy()
             self._snaps.pop("chat_pre", None)
-            self.transcript = []
+            store.clear_transcript(self)
             self._autosave()
             yield Info("Chat reset.")
         elif isinstance(cmd, C.LoadPrompt):
-            errors = list(self.prime(load_prompt_file(cmd.path)))
+            preset = load_prompt_file(cmd.path)
+            errors = list(self.prime(preset))
             if errors:
                 yield from errors
                 return
+            try:
+                self.params = SamplingParams.from_dict(preset.sampling)  # The preset's defaults too.
+            except (TypeError, ValueError) as e:
+                yield Error(f"{cmd.path}: sampling settings ignored ({e})")
             self._autosave()
             yield Info("Prompt set up.")
         elif isinstance(cmd, C.Help):
@@ -332,7 +297,7 @@ class Session:
             yield Info("message not sent (cancelled while reading it)")
             return
         self._snaps["chat_pre"] = snap.copy()
-        self.transcript.append({"role": "user", "text": msg})
+        store.note(self, {"role": "user", "text": msg})
         yield from self._chat_reply(snap, ov, replace=False, prefill=(len(tokens), time.perf_counter() - t0))
 
     def _params(self, ov: C.Overrides, **changes: Any) -> SamplingParams:
@@ -341,7 +306,7 @@ class Session:
     def _chat_reply(
         self, snap: Snapshot, ov: C.Overrides, *, replace: bool, prefill: tuple[int, float]
     ) -> Iterator[Event]:
-        run = _Run(snap, prefill_tokens=prefill[0], prefill_s=prefill[1])
+        run = Run(snap, prefill_tokens=prefill[0], prefill_s=prefill[1])
         prefix = "<think" if self.think and self.template.thinks else ""
         yield ReplyStart(self.template.bot)
         if prefix:
@@ -357,7 +322,7 @@ class Session:
             yield Stopped(run.reason, reply)
             yield self._stats(run)
 
-    def _finish_chat(self, run: _Run, prefix: str, replace: bool) -> str:
+    def _finish_chat(self, run: Run, prefix: str, replace: bool) -> str:
         """Stores `chat` so it ends with the reply and its `\\n\\n`, whatever stopped the reply."""
         raw = run.text[: run.text.find(run.stop)] if run.stop else run.text
         if run.stop == "\n\n" and run.text.endswith("\n\n"):
@@ -372,10 +337,7 @@ class Session:
             self._feed_uninterruptible(final, raw.rstrip() + "\n\n")
         self._snaps["chat"] = final
         reply = prefix + raw.strip() if prefix else raw.strip()
-        if replace and self.transcript and self.transcript[-1]["role"] == "assistant":
-            self.transcript[-1] = {"role": "assistant", "text": reply}
-        else:
-            self.transcript.append({"role": "assistant", "text": reply})
+        store.note(self, {"role": "assistant", "text": reply}, replace=replace)
         self._autosave()
         return reply
 
@@ -385,41 +347,9 @@ class Session:
             snap.logits = np.asarray(self.model.forward(tokens, snap.state), dtype=np.float32)
             snap.n_tokens += len(tokens)
             snap.last_token = tokens[-1]
+            snap.record(tokens)
 
-    # ---- free generation ----
-
-    def _free(
-        self, text: str, snap: Snapshot, ov: C.Overrides, newline_bias: float, label: str
-    ) -> Iterator[Event]:
-        tokens = self.tok.encode(text)
-        t0 = time.perf_counter()
-        if not self._prefill(snap, tokens):
-            yield Stopped("interrupted")
-            return
-        self._snaps["gen_0"] = snap.copy()
-        self._free_newline_bias = newline_bias
-        self.transcript.append({"role": "gen", "text": label})
-        run = _Run(snap, prefill_tokens=len(tokens), prefill_s=time.perf_counter() - t0)
-        yield from self._free_loop(ov, run)
-
-    def _free_loop(self, ov: C.Overrides, run: _Run) -> Iterator[Event]:
-        yield ReplyStart(None)
-        done = False
-        try:
-            yield from self._loop(
-                run,
-                self._params(ov, max_tokens=FREE_GEN_HARD),
-                chat=False,
-                stops=(),
-                soft_max=FREE_GEN_LEN,
-                newline_bias=self._free_newline_bias,
-            )
-            done = True
-        finally:
-            self._snaps["gen_1"] = run.snap
-        if done:
-            yield Stopped(run.reason, run.text)
-            yield self._stats(run)
+    # ---- free generation (session_loop.py) and `gen` ----
 
     def generate(
         self, prompt: str, params: SamplingParams, *, strip_leading: bool = False
@@ -432,218 +362,48 @@ class Session:
         if not self._prefill(snap, tokens):
             yield Stopped("interrupted")
             return
-        run = _Run(snap, prefill_tokens=len(tokens), prefill_s=time.perf_counter() - t0)
+        run = Run(snap, prefill_tokens=len(tokens), prefill_s=time.perf_counter() - t0)
         yield from self._loop(run, params, chat=False, stops=params.stop, strip_leading=strip_leading)
         text = run.text[: run.text.find(run.stop)] if run.stop else run.text
         yield Stopped(run.reason, text.lstrip(" ") if strip_leading else text)
         yield self._stats(run)
 
-    # ---- the sampling loop ----
+    # ---- the sampling loop (session_loop.py) ----
 
-    def _ban_mask(self) -> np.ndarray:
-        """bool[n_vocab]: padding ids that have no text (computed once)."""
-        if self._ban is None:
-            self._ban = np.zeros(self.n_vocab, dtype=bool)
-            banned = getattr(self.tok, "banned_ids", None)
-            if banned is not None:
-                self._ban[np.asarray(banned(), dtype=np.int64)] = True
-        return self._ban
-
-    def _loop(
-        self,
-        run: _Run,
-        params: SamplingParams,
-        *,
-        chat: bool,
-        stops: tuple[str, ...],
-        soft_max: int | None = None,
-        newline_bias: float = 0.0,
-        strip_leading: bool | None = None,
-    ) -> Iterator[Event]:
+    def _loop(self, run: Run, params: SamplingParams, **kw: Any) -> Iterator[Event]:
         """Samples, feeds and streams tokens until a stop; run.snap always matches the tokens fed."""
-        pen = Penalties(self.n_vocab, params.presence, params.frequency, params.decay)
-        dec = self.tok.stream()
-        matcher = StopMatcher(stops)
-        ban = self._ban_mask()
-        strip = chat if strip_leading is None else strip_leading
-        bias_ids = np.array([i for i, _ in params.logit_bias], dtype=np.int64)
-        bias_vals = np.array([b for _, b in params.logit_bias], dtype=np.float32)
-        started, held = False, ""
-        run.t0 = time.perf_counter()
-        run.reason = "length"
-        for j in range(params.max_tokens):
-            if self._interrupted:
-                run.reason = "interrupted"
-                break
-            x = np.array(run.snap.logits, dtype=np.float32)
-            x[ban] = -np.inf
-            if params.token_ban:
-                x[list(params.token_ban)] = -np.inf
-            if bias_ids.size:
-                x[bias_ids] += bias_vals
-            if chat:
-                x[self.eos] = -np.inf
-                if self._newlines:
-                    x[self._newlines[0]] += chat_newline_bias(j)
-                    if j <= 1:
-                        x[self._newlines] = -np.inf
-            elif newline_bias and self._newlines:
-                x[self._newlines[0]] += newline_bias
-            if run.snap.last_token in self._avoid:
-                x[run.snap.last_token] = -np.inf  # No doubled CJK punctuation (ChatRWKV's AVOID_REPEAT).
-            pen.apply(x)
-            tok = sample(x, params, self.rng)
-            if tok == self.eos and not chat:
-                run.reason = "eos"
-                break
-            run.snap.logits = np.asarray(self.model.forward([tok], run.snap.state), dtype=np.float32)
-            run.snap.n_tokens += 1
-            run.snap.last_token = tok
-            run.n += 1
-            pen.update(tok, frequency_weight(self.tok.token_bytes(tok)))
-            piece = dec.feed(tok)
-            run.text += piece
-            out, hit = matcher.feed(piece)
-            if strip and not started:
-                out = out.lstrip(" ")
-            if chat:
-                # Hold back trailing whitespace: a chat reply never ends in it, whatever stops it.
-                out = held + out
-                body = out.rstrip()
-                held, out = out[len(body) :], body
-            if out:
-                started = True
-                yield TokenText(out)
-            if hit is not None:
-                run.reason, run.stop = "stop", hit
-                return
-            if soft_max is not None and run.n >= soft_max and getattr(dec, "pending", 0) == 0:
-                break
-        rest = dec.flush()
-        run.text += rest
-        out, hit = matcher.feed(rest)
-        out += "" if hit else matcher.flush()
-        if hit:
-            run.reason, run.stop = "stop", hit
-        if chat:
-            out = (held + out).rstrip()
-        if strip and not started:
-            out = out.lstrip(" ")
-        if out:
-            yield TokenText(out)
+        yield from sample_tokens(self, run, params, **kw)
 
-    def _stats(self, run: _Run) -> Stats:
+    def _stats(self, run: Run) -> Stats:
         self.last_stats = Stats(run.prefill_tokens, run.n, run.prefill_s, time.perf_counter() - run.t0)
         return self.last_stats
 
     def stats_text(self) -> str:
-        chat = self._snaps.get("chat")
-        lines = [
-            f"context: {chat.n_tokens if chat else 0} tokens; turns: "
-            f"{sum(1 for t in self.transcript if t['role'] == 'user')}; template: {self.template.name}"
-        ]
-        s = self.last_stats
-        if s:
-            lines.append(
-                f"last reply: {s.generated_tokens} tokens in {s.generate_s:.2f} s"
-                f" ({s.tokens_per_s:.1f} tokens/s);"
-                f" prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s"
-            )
-        p = self.params
-        lines.append(
-            f"temp {p.temperature:g}, top_p {p.top_p:g}, top_k {p.top_k}, presence {p.presence:g}, "
-            f"frequency {p.frequency:g}, decay {p.decay:g}, max_tokens {p.max_tokens}, seed {self.seed}"
-        )
-        return "\n".join(lines)
+        return stats_text(self)
 
-    # ---- saved conversations ----
+    # ---- saved conversations, the transcript and the token log (session_store.py) ----
 
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "preset": self.preset.name,
-            "template": self.template.name,
-            "think": self.think,
-            "init_prompt": self.init_text,
-            "sampling": dataclasses.asdict(self.params),
-            "seed": self.seed,
-        }
+    def commit_tokens(self) -> None:
+        """Moves the ids fed to `chat` since the last commit onto the token log (bounded memory)."""
+        store.commit_tokens(self)
+
+    def full_transcript(self) -> list[dict[str, Any]]:
+        """Every entry, read back from the transcript log (for export; a one-off read)."""
+        return self.tlog.replay()
 
     def save(self, path: str | Path) -> None:
-        """Writes state, transcript and settings, keyed to the model's fingerprint (atomic)."""
-        snaps = {
-            name: (s.state.to_numpy(), s.logits, s.n_tokens, s.last_token)
-            for name, s in self._snaps.items()
-            if name in ("chat_init", "chat", "chat_pre")
-        }
-        save_conversation(
-            path, Conversation(str(self.model.fingerprint), snaps, self.transcript, self._settings())
-        )
+        """Writes tokens, state, transcript and settings, keyed to the model's fingerprint (atomic)."""
+        store.save(self, path)
 
     def _autosave(self) -> None:
+        self.commit_tokens()
         if self.save_path is not None:
             self.save(self.save_path)
 
     def resume(self, path: str | Path) -> Iterator[Event]:
         """Loads a saved conversation: its state when the model matches, else re-feeds its transcript."""
-        conv = load_conversation(path)
-        s = conv.settings
-        self.think = bool(s.get("think", self.think))
-        if isinstance(s.get("sampling"), dict):
-            try:
-                self.params = SamplingParams.from_dict(s["sampling"])
-            except (TypeError, ValueError):
-                pass
-        turns = sum(1 for t in conv.transcript if t.get("role") == "user")
-        if conv.fingerprint == str(self.model.fingerprint) and "chat" in conv.snapshots:
-            if s.get("template") in TEMPLATES:
-                self.template = TEMPLATES[s["template"]]
-            snaps = {}
-            for name, (arr, logits, n, last) in conv.snapshots.items():
-                if logits.shape != (self.n_vocab,):
-                    raise StateMismatchError(f"{path}: logits of {name} do not fit this model")
-                snaps[name] = Snapshot(self.model.state_from_numpy(arr), logits.astype(np.float32), n, last)
-            self._snaps = snaps
-            self.transcript = conv.transcript
-            self.init_text = str(s.get("init_prompt", ""))
-            yield Info(
-                f"resumed {Path(path).stem}: {turns} turns, {snaps['chat'].n_tokens} tokens of context"
-            )
-            return
-        # Another model: its own template, the saved init prompt and transcript fed again (then saved for it).
-        yield Info(
-            f"{Path(path).stem} was saved with a different model; re-feeding its transcript ({turns} turns)"
-        )
-        text = str(s.get("init_prompt", ""))
-        for t in conv.transcript:
-            if t.get("role") == "user":
-                text += self.template.user_turn(t["text"])
-            elif t.get("role") == "assistant":
-                text += self.template.bot_header() + " " + str(t["text"]).strip() + "\n\n"
-        snap = self._fresh()
-        init = self._fresh()
-        if not self._prefill(snap, self.tok.encode(text)) or not self._prefill(
-            init, self.tok.encode(s.get("init_prompt", ""))
-        ):
-            yield Error("resume cancelled")
-            return
-        self._snaps = {"chat_init": init, "chat": snap}
-        self.transcript = conv.transcript
-        self.init_text = str(s.get("init_prompt", ""))
-        self.save(path)
+        yield from store.resume(self, path)
 
     def export(self, fmt: str, path: str | None = None) -> str:
         """The transcript as Markdown or JSON; written to `path` when given (returns a confirmation)."""
-        if fmt == "json":
-            text = json.dumps(
-                {"template": self.template.name, "transcript": self.transcript}, ensure_ascii=False, indent=2
-            )
-        else:
-            names = {"user": self.template.user, "assistant": self.template.bot, "gen": "+gen"}
-            text = "\n\n".join(f"**{names.get(t['role'], t['role'])}:** {t['text']}" for t in self.transcript)
-        if path is None:
-            return text or "(the conversation is empty)"
-        try:
-            Path(path).expanduser().write_text(text + "\n", encoding="utf-8")
-        except OSError as e:
-            raise CommandError(f"cannot write {path}: {e.strerror or e}") from None
-        return f"exported {len(self.transcript)} entries to {path}"
+        return store.export(self, fmt, path)

@@ -14,7 +14,17 @@ from ..prompts import load_preset, load_prompt_file
 from ..repl import Repl, make_console
 from ..session import Info, Session
 from . import app
-from .options import ModelOpt, SeedOpt, TempOpt, ThreadsOpt, TopPOpt, is_plain, open_model
+from .options import (
+    DeviceOpt,
+    GpuLayersOpt,
+    ModelOpt,
+    SeedOpt,
+    TempOpt,
+    ThreadsOpt,
+    TopPOpt,
+    is_plain,
+    open_model,
+)
 
 
 @app.command("chat")
@@ -47,6 +57,8 @@ def chat(
         bool, typer.Option("--think/--no-think", help="G1 models: reason before answering.")
     ] = False,
     threads: ThreadsOpt = 0,
+    device: DeviceOpt = "cpu",
+    gpu_layers: GpuLayersOpt = 0,
 ) -> None:
     """Chat with a model (ChatRWKV commands and /help inside)."""
     chosen = load_prompt_file(prompt) if prompt else load_preset(preset)
@@ -55,7 +67,7 @@ def chat(
     if session_name is not None:
         cmd = parse(f"/save {session_name}")  # The same name rules as /save.
         assert isinstance(cmd, Save)
-    loaded, choice = open_model(model, threads)
+    loaded, choice = open_model(model, threads, device, gpu_layers)
     with loaded:
         session = Session(loaded, preset=chosen, seed=seed, think=think, save_dir=sessions_dir())
         session.params = session.params.replace(temperature=temp, top_p=top_p)

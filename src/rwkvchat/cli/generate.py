@@ -20,12 +20,44 @@ from ..prompts import instruction_prompt
 from ..repl import printable
 from ..session import Session, Stats, Stopped, TokenText
 from . import UsageError, app
-from .options import ModelOpt, SeedOpt, StopOpt, TempOpt, ThreadsOpt, TopKOpt, TopPOpt, open_model
+from .options import (
+    DeviceOpt,
+    GpuLayersOpt,
+    ModelOpt,
+    SeedOpt,
+    StopOpt,
+    TempOpt,
+    ThreadsOpt,
+    TopKOpt,
+    TopPOpt,
+    open_model,
+)
 
 
 def _read_stdin() -> str:
     data = sys.stdin.buffer.read()
     return data.decode("utf-8", errors="replace")
+
+
+def parse_logit_bias(items: list[str] | None) -> tuple[tuple[int, float], ...]:
+    """`--logit-bias ID:BIAS` values as (token id, additive bias in logits) pairs; a bad one is a usage error."""
+    out = []
+    for item in items or []:
+        tid, sep, bias = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out.append((int(tid), float(bias)))
+        except ValueError:
+            raise UsageError(f"--logit-bias wants ID:BIAS (for example 11:-2.5), got {item!r}") from None
+    return tuple(out)
+
+
+def check_token_ids(ids: list[int], n_vocab: int, option: str) -> None:
+    """Token ids given on the command line must exist in the model's vocabulary."""
+    for i in ids:
+        if not 0 <= i < n_vocab:
+            raise UsageError(f"{option}: token id {i} is out of range [0, {n_vocab})")
 
 
 def build_prompt(
@@ -67,10 +99,25 @@ def gen(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of streaming text.")
     ] = False,
+    ban: Annotated[
+        list[int] | None,
+        typer.Option("--ban", help="A token id that is never generated (repeatable).", show_default=False),
+    ] = None,
+    logit_bias: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--logit-bias",
+            help="ID:BIAS adds BIAS to that token's logit at every step (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = 0,
+    device: DeviceOpt = "cpu",
+    gpu_layers: GpuLayersOpt = 0,
 ) -> None:
     """Generate text from a prompt (and/or stdin) and stream it to stdout."""
+    biases = parse_logit_bias(logit_bias)
     piped = not sys.stdin.isatty()
     stdin_text: str | None = None
     if prompt == "-":
@@ -85,11 +132,26 @@ def gen(
             raise UsageError("no prompt: stdin was empty")
     elif piped:
         stdin_text = _read_stdin()
-    loaded, choice = open_model(model, threads)
+    loaded, choice = open_model(model, threads, device, gpu_layers)
     try:
         with loaded:
+            check_token_ids(list(ban or []), loaded.n_vocab, "--ban")
+            check_token_ids([i for i, _ in biases], loaded.n_vocab, "--logit-bias")
+            shaping = {"token_ban": tuple(ban or ()), "logit_bias": biases}
             _stream(
-                loaded, choice, prompt, stdin_text, raw, seed, temp, top_p, top_k, max_tokens, stop, as_json
+                loaded,
+                choice,
+                prompt,
+                stdin_text,
+                raw,
+                seed,
+                temp,
+                top_p,
+                top_k,
+                max_tokens,
+                stop,
+                as_json,
+                shaping,
             )
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly and succeed, as cat does.
@@ -110,13 +172,22 @@ def _stream(
     max_tokens: int,
     stop: list[str] | None,
     as_json: bool,
+    shaping: dict[str, Any],
 ) -> None:
-    """Generates and writes to stdout: streamed text, or one JSON object."""
+    """Generates and writes to stdout: streamed text, or one JSON object.
+
+    shaping: SamplingParams fields from --ban and --logit-bias (token_ban, logit_bias), empty ones ignored.
+    """
     session = Session(loaded, seed=seed)
     text, stops, strip = build_prompt(prompt, stdin_text, raw, session)
     extra = tuple(s.replace("\\n", "\n") for s in (stop or []))
     params = session.params.replace(
-        temperature=temp, top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=stops + extra
+        temperature=temp,
+        top_p=top_p,
+        top_k=top_k,
+        max_tokens=max_tokens,
+        stop=stops + extra,
+        **{k: v for k, v in shaping.items() if v},
     )
     out, result, stats = [], None, None
     safe = printable if sys.stdout.isatty() else (lambda t: t)  # Exact bytes when piped.

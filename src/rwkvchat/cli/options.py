@@ -1,4 +1,4 @@
-"""Options shared by `chat` and `gen` (one place for names, help and defaults), and model opening."""
+"""Options shared by `chat`, `gen` and `perplexity` (names, help and defaults in one place), model opening."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ ModelOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[int, typer.Option("--threads", "-t", help="CPU threads (0 = all cores).", min=0)]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help='Where the model runs: "cpu", or "cuda" / "cuda:N" (needs a build with -DRWKVC_CUDA=ON).',
+    ),
+]
+GpuLayersOpt = Annotated[
+    int,
+    typer.Option("--gpu-layers", help="With --device cuda: layers placed on the GPU (0 = all).", min=0),
+]
 TempOpt = Annotated[
     float | None,
     typer.Option("--temp", help="Temperature (0 = greedy).", min=0.0, max=5.0, show_default=False),
@@ -49,12 +60,17 @@ def is_plain() -> bool:
     return bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
 
 
-def open_model(model: str | None, threads: int) -> tuple[Any, ModelChoice]:
-    """Resolves and loads the model; prints one dim line on stderr when the demo model is used."""
+def open_model(
+    model: str | None, threads: int, device: str = "cpu", gpu_layers: int = 0
+) -> tuple[Any, ModelChoice]:
+    """Resolves and loads the model; prints one dim line on stderr when the demo model is used.
+
+    A CUDA device on a build without CUDA fails here, as one RwkvchatError line, before anything runs.
+    """
     choice = resolve_model(model)
     from ..model import Model
 
-    loaded = Model(str(choice.path), threads=threads)
+    loaded = Model(str(choice.path), threads=threads, device=device, gpu_layers=gpu_layers)
     if choice.is_demo:
         from ..repl import make_console
 

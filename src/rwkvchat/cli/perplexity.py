@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import RwkvchatError
 from . import app
+from .options import DeviceOpt, GpuLayersOpt
 
 
 @app.command()
@@ -17,6 +18,8 @@ def perplexity(
     ctx: int = typer.Option(512, "--ctx", min=1,
                             help="Tokens per forward call; the state carries over, so the whole text is context."),
     threads: int = typer.Option(0, "--threads", "-t", min=0, help="CPU threads (0 = all cores)."),
+    device: DeviceOpt = "cpu",
+    gpu_layers: GpuLayersOpt = 0,
 ) -> None:
     """Measure how well MODEL predicts TEXTFILE (perplexity, lower is better) and how fast (ms/token)."""
     from ..model import Model
@@ -28,7 +31,7 @@ def perplexity(
     except UnicodeDecodeError as e:
         raise RwkvchatError(f"{textfile} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     console = Console(stderr=True)
-    with Model(model, threads=threads) as m:
+    with Model(model, threads=threads, device=device, gpu_layers=gpu_layers) as m:
         tokens = m.tokenizer.encode(text)
         with Progress(TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
