@@ -182,15 +182,16 @@ def test_bad_token_reaches_c_check(native, good):
         s = m.new_state()
         ids = np.array([1, 40], dtype=np.uint32)
         out = np.empty(m.n_vocab, dtype=np.float32)
-        status = native.rwkvc_eval(
-            m._context(),
-            ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-            2,
-            s.data.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            m.state_len,
-            out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            m.n_vocab,
-        )
+        with m._context() as ctx:
+            status = native.rwkvc_eval(
+                ctx,
+                ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+                2,
+                s.data.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                m.state_len,
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                m.n_vocab,
+            )
         assert status == _native.ERR_ARG
         with pytest.raises(RwkvchatError):
             _native.check(status)

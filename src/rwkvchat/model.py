@@ -1,8 +1,10 @@
 """Model: an RWKV model file loaded by the C library, and State: its recurrent state.
 
-A Model owns one `rwkvc_model` (the memory-mapped weights) and, made on first use, one `rwkvc_ctx`
-(scratch and worker threads), so it must be used by one thread at a time. Logits are float32 numpy
-arrays; states are float32 arrays of `state_len` values that the caller owns and may copy freely.
+A Model owns one `rwkvc_model` (the memory-mapped weights) and a small pool of `rwkvc_ctx` (scratch and
+worker threads), made on first use. The C API allows a context to one thread at a time, so each call
+borrows a free context and threads that overlap get their own: one Model may serve several threads.
+Logits are float32 numpy arrays; states are float32 arrays of `state_len` values that the caller owns
+and may copy freely.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import contextlib
 import ctypes
 import hashlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,7 +87,7 @@ def _parse_device(device: str) -> tuple[str, int | None]:
         return "cpu", None
     if device == "cuda":
         return "cuda:0", 0
-    if device.startswith("cuda:") and device[5:].isdigit():
+    if device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit():
         return device, int(device[5:])
     raise RwkvchatError(f'device must be "cpu", "cuda" or "cuda:N", got {device!r}')
 
@@ -98,7 +101,10 @@ class Model:
         """device: "cpu", or "cuda" / "cuda:N" to run every block on GPU N (weights resident there; the
         library must be built with -DRWKVC_CUDA=ON). gpu_layers: blocks placed on the GPU, 0 = all."""
         self._model: ctypes.c_void_p | None = None
-        self._ctx: ctypes.c_void_p | None = None
+        # Every context made (freed by close) and those not in use by a call right now.
+        self._contexts: list[ctypes.c_void_p] = []
+        self._idle_contexts: list[ctypes.c_void_p] = []
+        self._contexts_lock = threading.Lock()
         self._tokenizer: Any = None
         self.path = os.fspath(path)
         if not os.path.exists(self.path):
@@ -127,7 +133,8 @@ class Model:
         if self._gpu is not None:
             # Made now, so a missing GPU or CUDA-less build fails here rather than at the first forward.
             try:
-                self._context()
+                with self._context():
+                    pass
             except BaseException:
                 self.close()
                 raise
@@ -321,17 +328,30 @@ class Model:
             )
         return np.ascontiguousarray(arr, dtype=np.uint32)
 
-    def _context(self) -> ctypes.c_void_p:
-        if self._ctx is None:
-            ctx = ctypes.c_void_p()
-            if self._gpu is not None:
-                _native.check(
-                    _native.lib().rwkvc_ctx_new_cuda(self._handle(), self._gpu, self._gpu_layers, ctypes.byref(ctx))
-                )
-            else:
-                _native.check(_native.lib().rwkvc_ctx_new(self._handle(), self._threads, ctypes.byref(ctx)))
-            self._ctx = ctx
-        return self._ctx
+    def _new_context(self) -> ctypes.c_void_p:
+        ctx = ctypes.c_void_p()
+        if self._gpu is not None:
+            _native.check(
+                _native.lib().rwkvc_ctx_new_cuda(self._handle(), self._gpu, self._gpu_layers, ctypes.byref(ctx))
+            )
+        else:
+            _native.check(_native.lib().rwkvc_ctx_new(self._handle(), self._threads, ctypes.byref(ctx)))
+        return ctx
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[ctypes.c_void_p]:
+        """Borrows an idle context for one call, making one when every context is busy in another thread."""
+        with self._contexts_lock:
+            ctx = self._idle_contexts.pop() if self._idle_contexts else None
+        if ctx is None:
+            ctx = self._new_context()
+            with self._contexts_lock:
+                self._contexts.append(ctx)
+        try:
+            yield ctx
+        finally:
+            with self._contexts_lock:
+                self._idle_contexts.append(ctx)
 
     def forward(
         self, tokens: Sequence[int] | np.ndarray, state: State, logits: bool = True
@@ -343,16 +363,17 @@ class Model:
         ids = self._tokens(tokens)
         data = self._check_state(state)
         out = np.empty(self.n_vocab, dtype=np.float32) if logits else None
-        status = _native.lib().rwkvc_eval(
-            self._context(),
-            ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-            ids.shape[0],
-            _fptr(data),
-            data.shape[0],
-            _fptr(out) if out is not None else None,
-            self.n_vocab if logits else 0,
-        )
-        _native.check(status)
+        with self._context() as ctx:
+            status = _native.lib().rwkvc_eval(
+                ctx,
+                ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+                ids.shape[0],
+                _fptr(data),
+                data.shape[0],
+                _fptr(out) if out is not None else None,
+                self.n_vocab if logits else 0,
+            )
+            _native.check(status)
         return out
 
     def forward_all(self, tokens: Sequence[int] | np.ndarray, state: State) -> np.ndarray:
@@ -360,9 +381,9 @@ class Model:
         ids = self._tokens(tokens)
         data = self._check_state(state)
         out = np.empty((ids.shape[0], self.n_vocab), dtype=np.float32)
-        _native.check(
-            _native.lib().rwkvc_eval_all(
-                self._context(),
+        with self._context() as ctx:
+            status = _native.lib().rwkvc_eval_all(
+                ctx,
                 ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
                 ids.shape[0],
                 _fptr(data),
@@ -370,20 +391,23 @@ class Model:
                 _fptr(out),
                 out.size,
             )
-        )
+            _native.check(status)
         return out
 
     # ---- lifetime ----
 
     def close(self) -> None:
-        """Frees the context and the model (idempotent)."""
+        """Frees the contexts and the model (idempotent). No call may be running in another thread."""
         lib = _native._lib
+        contexts = getattr(self, "_contexts", [])
         if lib is not None:
-            if self._ctx is not None:
-                lib.rwkvc_ctx_free(self._ctx)
+            for ctx in contexts:
+                lib.rwkvc_ctx_free(ctx)
             if self._model is not None:
                 lib.rwkvc_model_free(self._model)
-        self._ctx = None
+        contexts.clear()
+        if hasattr(self, "_idle_contexts"):
+            self._idle_contexts.clear()
         self._model = None
 
     def __enter__(self) -> Model:

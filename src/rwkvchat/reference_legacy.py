@@ -95,7 +95,8 @@ class LegacyReference:
         self.version = normalise_version(version)
         self.gn_eps = _GN_EPS if gn_eps is None else float(gn_eps)
         p = self.p = params
-        ids = {int(k.split(".")[1]) for k in p if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+        ids = {int(k.split(".")[1]) for k in p if k.startswith("blocks.") and k.split(".")[1].isascii()
+               and k.split(".")[1].isdigit()}
         if not ids:
             raise ModelFormatError("not an RWKV checkpoint: no blocks.<i>. keys")
         self.n_layer = max(ids) + 1

@@ -384,6 +384,20 @@ def load_rwkvcpp(path: str | os.PathLike[str], keep_f16: bool = False) -> Rwkvcp
     _, file_version, n_vocab, n_embd, n_layer, data_type = header
     by_key = {r.key: r for r in records}
     version = _detect(set(by_key), by_key, n_embd)
+    # Block indices must be plain ASCII numbers ("²".isdigit() is True, int("²") fails) below the header's count.
+    # Checked before the list of required keys is built: that list grows with the header's n_layer, which a
+    # hostile header sets to millions.
+    block_ids = set()
+    for k in by_key:
+        if k.startswith("blocks."):
+            part = k.split(".")[1]
+            if not (part.isascii() and part.isdigit()) or int(part) >= n_layer:
+                raise ConversionError(f"{path}: tensor {k!r} lies beyond the header's {n_layer} layers")
+            block_ids.add(int(part))
+    if len(block_ids) < n_layer:
+        missing_block = min(set(range(len(block_ids) + 1)) - block_ids)
+        raise ConversionError(f"{path}: the header says {n_layer} layers, but the file has no tensors of block "
+                              f"{missing_block}")
     missing = [k for k in _required(version, n_layer) if k not in by_key]
     if missing:
         raise ConversionError(f"{path}: a v{version} model needs tensor {missing[0]!r}, which the file lacks"
@@ -391,10 +405,6 @@ def load_rwkvcpp(path: str | os.PathLike[str], keep_f16: bool = False) -> Rwkvcp
     emb = by_key["emb.weight"]
     if emb.ne != (n_embd, n_vocab):
         raise ConversionError(f"{path}: emb.weight has ne {list(emb.ne)}, the header says [{n_embd}, {n_vocab}]")
-    extra_blocks = [k for k in by_key if k.startswith("blocks.") and
-                    (not k.split(".")[1].isdigit() or int(k.split(".")[1]) >= n_layer)]
-    if extra_blocks:
-        raise ConversionError(f"{path}: tensor {extra_blocks[0]!r} lies beyond the header's {n_layer} layers")
     n_head = _head_count(version, by_key, n_embd, path)
     try:
         mm = np.memmap(path, dtype=np.uint8, mode="r")

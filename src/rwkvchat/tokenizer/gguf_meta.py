@@ -164,6 +164,10 @@ def tokenizer_from_model(model: Any) -> Tokenizer:
             return ByteTokenizer(256)
         raise TokenizerError("this model file carries no tokenizer; reconvert with --tokenizer")
     if kind == _BYTES_MODEL:
+        # Every byte value is a token id, so a model with fewer rows cannot take what this encodes.
+        if n_vocab < 256:
+            raise TokenizerError(f"this model file declares a byte tokenizer (256 ids) but has only {n_vocab} "
+                                 "vocabulary rows; reconvert with --tokenizer")
         return ByteTokenizer(n_vocab)
     if kind == "rwkv":
         return _cached(model, lambda: _world_from_model(model, n_vocab))
