@@ -49,7 +49,8 @@ class HFTokenizer(Tokenizer):
             self._hf.no_padding()
         except Exception as e:  # The package raises plain Exceptions for malformed JSON.
             raise TokenizerError(f"invalid tokenizer.json: {e}") from e
-        size = self._hf.get_vocab_size(with_added_tokens=True)
+        # The highest id + 1, not the entry count: a vocabulary with holes has ids beyond its length.
+        size = max(self._hf.get_vocab(with_added_tokens=True).values(), default=-1) + 1
         if n_vocab is not None and n_vocab < size:
             raise TokenizerError(f"tokenizer.json has {size} tokens but the model only {n_vocab} rows")
         super().__init__(n_vocab or size)
