@@ -81,3 +81,48 @@ def test_write_docs_replaces_only_its_section(bench, tmp_path):
     assert "second" in text and "first" not in text
     assert text.index("Intro.") < text.index("second") < text.index("## Tokenizer")
     assert text.endswith("## Tokenizer\n\nTokenizer figures.\n")
+
+
+@pytest.mark.parametrize("version,dims", [("4", (50277, 768, 12, 3072)), ("6.0", (65536, 768, 12, 2688))])
+def test_random_legacy_has_the_official_keys_and_shapes(bench, version, dims):
+    from legacy_models import random_legacy
+
+    from rwkvchat.convert import _legacy_dims, detect_version
+
+    V, D, L, _ = dims
+    sd = bench.RandomLegacy(version, L, D, V)
+    assert detect_version(sd) == version
+    got = _legacy_dims(sd, version)
+    assert (got["V"], got["D"], got["L"], got["F"]) == dims
+    if version == "6.0":
+        assert (got["H"], got["N"], got["Rm"], got["Rd"]) == (12, 64, 32, 64)
+    # The same keys, order and shapes as the tests' eager generator (BlinkDL's layout), at a small size.
+    small = bench.RandomLegacy(version, 2, 128, 97, head_size=32)
+    ref = random_legacy(version, n_vocab=97, n_embd=128, n_layer=2, head_size=32)
+    assert list(small) == list(ref)
+    for key in ref:
+        a = small[key]
+        assert a.dtype == np.float32 and a.shape == ref[key].shape == small.shape_of(key), key
+        assert np.isfinite(a).all(), key
+    assert np.array_equal(small["blocks.1.att.key.weight"], bench.RandomLegacy(version, 2, 128, 97,
+                                                                              head_size=32)["blocks.1.att.key.weight"])
+
+
+def test_other_versions_render_na_for_llama_and_keep_their_own_section(bench, tmp_path):
+    res = _results(bench, ours_ms=105.0, llama_ms=126.0, ours_tps=300.0, llama_tps=150.0)
+    v4 = dict(res["rows"][0], size="169m", type="q8_0", arch="v4", llama={"na": "llama.cpp has no RWKV-4"})
+    other_run = dict(res, rows=[v4], bandwidth={"2": 20.0})
+    v7, other = bench.split_by_arch([res, other_run])
+    # The RWKV-7 part keeps its own run's bandwidth (10 GB/s), whatever the other run measured.
+    assert [r["type"] for r in v7["rows"]] == ["q4_0"] and v7["bandwidth"] == {"2": 10.0}
+    text = bench.render_other(other)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| RWKV-4 169M | Q8_0 | 2 |"))
+    assert "| 105.00 (48%) | n/a | n/a | 300 | n/a | n/a |" in row
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text("# Performance\n\n## Tokenizer\n\nTokenizer figures.\n")
+    bench.write_docs("## Engine speed\n\nv7\n", doc)
+    bench.write_docs("### Other\n\nold\n", doc, bench.MARK_OTHER_BEGIN, bench.MARK_OTHER_END)
+    bench.write_docs("### Other\n\nnew\n", doc, bench.MARK_OTHER_BEGIN, bench.MARK_OTHER_END)
+    text = doc.read_text()
+    assert "old" not in text and text.count(bench.MARK_OTHER_BEGIN) == 1
+    assert text.index("v7") < text.index(bench.MARK_END) < text.index("new") < text.index("## Tokenizer")
