@@ -232,3 +232,51 @@ def official_states(npz) -> np.ndarray:
     """The npz's state_XX tensors concatenated in the native layout, float32."""
     n = len(npz["state_desc"])
     return np.concatenate([npz[f"state_{i:02d}"].reshape(-1) for i in range(n)]).astype(np.float32)
+
+
+# ---- Feeding a model every way the engine supports ----
+
+# Chunk sizes of the chunked mode (conformance README): the state is handed on three times mid-sequence.
+CHUNKS = (1, 7, 16, 40)
+
+
+def run_modes(model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """mode -> (logits (T, V), final state) for token-by-token, sequence and chunked feeding of 64 tokens.
+
+    Also checks that forward() returns the last row of forward_all, and that logits=False feeds the prompt
+    without the head.
+    """
+    out = {}
+    s = model.new_state()
+    rows = [model.forward([int(t)], s) for t in tokens]
+    out["one"] = (np.stack(rows), s.to_numpy())
+    s = model.new_state()
+    out["seq"] = (model.forward_all(tokens, s), s.to_numpy())
+    s = model.new_state()
+    parts, start = [], 0
+    for n in CHUNKS:
+        parts.append(model.forward_all(tokens[start : start + n], s))
+        start += n
+    assert start == len(tokens)
+    out["chunks"] = (np.concatenate(parts), s.to_numpy())
+    s1, s2 = model.new_state(), model.new_state()
+    last = model.forward(tokens, s1)
+    assert model.forward(tokens[:-1], s2, logits=False) is None
+    last2 = model.forward(tokens[-1:], s2)
+    scale = max(out["seq"][0].std(), 1e-6)
+    assert np.abs(last - out["seq"][0][-1]).max() <= 1e-5 * scale
+    assert np.abs(last2 - last).max() <= 1e-5 * scale
+    return out
+
+
+def assert_close(got, want_logits, want_state, rel, label) -> tuple[float, float]:
+    """Asserts max|Δ logits| <= rel x std(want_logits) and max|Δ state| <= 10 rel x max|want_state|.
+
+    Returns (logit error / std, state error / max) for tests that report them.
+    """
+    logits, state = got
+    err = float(np.abs(logits - want_logits).max() / want_logits.std())
+    assert err <= rel, f"{label}: max|Δ| logits = {err:.2e} × std"
+    serr = float(np.abs(state - want_state).max() / np.abs(want_state).max())
+    assert serr <= 10 * rel, f"{label}: max|Δ| state = {serr:.2e} × max|state|"
+    return err, serr

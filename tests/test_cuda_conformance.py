@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import gguf_to_v7_state_dict, load_pth, official_states, random_v7
+from conftest import assert_close, gguf_to_v7_state_dict, load_pth, official_states, random_v7, run_modes
 
 from rwkvchat.convert import write_gguf
 from rwkvchat.errors import RwkvchatError
 from rwkvchat.model import Model
 from rwkvchat.reference import ReferenceModel
 
-CHUNKS = (1, 7, 16, 40)
 V7 = "conformance/official/v7.0_V1024_D128_L2_hs64_s106"
 LLAMA = "conformance/llamacpp-gguf"
 
@@ -37,39 +36,6 @@ def cuda_ok(native, tmp_path_factory):
     except RwkvchatError as e:
         pytest.skip(f"no usable CUDA backend: {e}")
     return True
-
-
-def _run_modes(model: Model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """mode -> (logits (T, V), final state) for token-by-token, sequence and chunked feeding."""
-    out = {}
-    s = model.new_state()
-    rows = [model.forward([int(t)], s) for t in tokens]
-    out["one"] = (np.stack(rows), s.to_numpy())
-    s = model.new_state()
-    out["seq"] = (model.forward_all(tokens, s), s.to_numpy())
-    s = model.new_state()
-    parts, start = [], 0
-    for n in CHUNKS:
-        parts.append(model.forward_all(tokens[start : start + n], s))
-        start += n
-    assert start == len(tokens)
-    out["chunks"] = (np.concatenate(parts), s.to_numpy())
-    s1, s2 = model.new_state(), model.new_state()
-    last = model.forward(tokens, s1)
-    assert model.forward(tokens[:-1], s2, logits=False) is None
-    last2 = model.forward(tokens[-1:], s2)
-    scale = max(out["seq"][0].std(), 1e-6)
-    assert np.abs(last - out["seq"][0][-1]).max() <= 1e-5 * scale
-    assert np.abs(last2 - last).max() <= 1e-5 * scale
-    return out
-
-
-def _assert_close(got, want_logits, want_state, rel_logits, label):
-    logits, state = got
-    err = np.abs(logits - want_logits).max() / want_logits.std()
-    assert err <= rel_logits, f"{label}: max|Δ| logits = {err:.2e} × std"
-    serr = np.abs(state - want_state).max() / np.abs(want_state).max()
-    assert serr <= 10 * rel_logits, f"{label}: max|Δ| state = {serr:.2e} × max|state|"
 
 
 SHAPES = [
@@ -93,15 +59,15 @@ def test_random_models(cuda_ok, tmp_path, n_vocab, n_embd, n_layer, head_size, r
     assert want.std() > 0.3
     with Model(path, device="cuda") as m:
         assert m.device == "cuda:0"
-        modes = _run_modes(m, tokens)
+        modes = run_modes(m, tokens)
         # The GPU's state continues on the CPU and the CPU's on the GPU: one layout for both.
         s = m.new_state()
         m.forward(tokens[:32], s)
         with Model(path, threads=1) as cpu:
             rest = cpu.forward_all(tokens[32:], s)
-        _assert_close((rest, s.to_numpy()), want[32:], want_state, tol, f"{dtype} gpu->cpu")
+        assert_close((rest, s.to_numpy()), want[32:], want_state, tol, f"{dtype} gpu->cpu")
     for mode, got in modes.items():
-        _assert_close(got, want, want_state, tol, f"{dtype} {mode}")
+        assert_close(got, want, want_state, tol, f"{dtype} {mode}")
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
@@ -112,7 +78,7 @@ def test_official_conformance(cuda_ok, shared, tmp_path, dtype):
     scale = float(z["logit_scale"])
     want_state = official_states(z)
     with Model(path, device="cuda") as m:
-        modes = _run_modes(m, z["tokens"])
+        modes = run_modes(m, z["tokens"])
     for mode, (logits, state) in modes.items():
         reference = z["logits_one"] if mode == "one" else z["logits_seq"]
         err = np.abs(logits - reference).max() / scale
@@ -130,7 +96,7 @@ def test_llamacpp_f16_file(cuda_ok, shared):
     z = np.load(shared / LLAMA / "references.npz")
     cols, scale = z["cols"], float(z["logit_scale"])
     with Model(shared / LLAMA / "llamacpp-v7-F16.gguf", device="cuda") as m:
-        modes = _run_modes(m, z["tokens"][:64])
+        modes = run_modes(m, z["tokens"][:64])
     for mode, (logits, _) in modes.items():
         reference = z["official_logits_one_cols"] if mode == "one" else z["official_logits_seq_cols"]
         err = np.abs(logits[:, cols] - reference).max() / scale
@@ -155,7 +121,7 @@ def test_quantized_as_close_as_llama(cuda_ok, shared, tmp_path, qtype):
     quantize_gguf(shared / LLAMA / "llamacpp-v7-F16.gguf", path, qtype.lower())
     with Model(path, device="cuda") as m:
         assert qtype in {t for _, t, _ in m.tensors()}  # Q4_0 files keep the head at Q8_0 (its largest type).
-        modes = _run_modes(m, tokens)
+        modes = run_modes(m, tokens)
     official = ref["official_logits_one_cols"]
     llama = _stats(ref[f"llamacpp_{qtype}_logits_cols"], official, std)
     for mode, (logits, _) in modes.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_pth, official_states
+from conftest import assert_close, load_pth, official_states, run_modes
 from legacy_models import random_legacy
 
 from rwkvchat import gguf_names
@@ -24,7 +24,6 @@ from rwkvchat.model import Model
 from rwkvchat.reference_legacy import legacy_reference
 
 VERSIONS = ("4", "5.0", "5.1", "5.2", "6.0")
-CHUNKS = (1, 7, 16, 40)
 OFFICIAL = {
     "4": "v4_V1024_D128_L2_s101",
     "5.0": "v5.0_V1024_D128_L2_hs64_s102",
@@ -80,42 +79,7 @@ def gguf_to_legacy_state_dict(path: Path, like: dict[str, np.ndarray], version: 
     return sd
 
 
-# ---- Running every mode ----
-
-
-def _run_modes(model: Model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """mode -> (logits (T, V), final state) for token-by-token, sequence and chunked feeding."""
-    out = {}
-    s = model.new_state()
-    rows = [model.forward([int(t)], s) for t in tokens]
-    out["one"] = (np.stack(rows), s.to_numpy())
-    s = model.new_state()
-    out["seq"] = (model.forward_all(tokens, s), s.to_numpy())
-    s = model.new_state()
-    parts, start = [], 0
-    for n in CHUNKS:
-        parts.append(model.forward_all(tokens[start : start + n], s))
-        start += n
-    assert start == len(tokens)
-    out["chunks"] = (np.concatenate(parts), s.to_numpy())
-    # forward() returns the last row of forward_all; logits=False feeds the prompt without the head.
-    s1, s2 = model.new_state(), model.new_state()
-    last = model.forward(tokens, s1)
-    assert model.forward(tokens[:-1], s2, logits=False) is None
-    last2 = model.forward(tokens[-1:], s2)
-    scale = max(out["seq"][0].std(), 1e-6)
-    assert np.abs(last - out["seq"][0][-1]).max() <= 1e-5 * scale
-    assert np.abs(last2 - last).max() <= 1e-5 * scale
-    return out
-
-
-def _assert_close(got, want_logits, want_state, rel, label) -> tuple[float, float]:
-    logits, state = got
-    err = float(np.abs(logits - want_logits).max() / want_logits.std())
-    assert err <= rel, f"{label}: max|Δ| logits = {err:.2e} × std"
-    serr = float(np.abs(state - want_state).max() / np.abs(want_state).max())
-    assert serr <= 10 * rel, f"{label}: max|Δ| state = {serr:.2e} × max|state|"
-    return err, serr
+# ---- Inputs ----
 
 
 def _tokens(n_vocab: int, seed: int) -> np.ndarray:
@@ -155,8 +119,8 @@ def test_random_models(
         assert m.state_len == want_state.size
         # The empty state is the reference's (v4: pp = -1e30), and the recurrent part matters.
         assert np.array_equal(m.new_state().to_numpy(), ref.new_state().astype(np.float32))
-        for mode, got in _run_modes(m, tokens).items():
-            err, serr = _assert_close(got, want, want_state, tol, f"{version} {dtype} {mode}")
+        for mode, got in run_modes(m, tokens).items():
+            err, serr = assert_close(got, want, want_state, tol, f"{version} {dtype} {mode}")
             print(f"{version} {dtype} {mode}: logits {err:.2e} × std, state {serr:.2e} × max")
 
 
@@ -172,7 +136,7 @@ def test_official_conformance(native, shared, tmp_path, version, dtype):
     want_state = official_states(z)
     with Model(path) as m:
         assert m.version == VERSION_NAME[version]
-        modes = _run_modes(m, z["tokens"])
+        modes = run_modes(m, z["tokens"])
     for mode, (logits, state) in modes.items():
         reference = z["logits_one"] if mode == "one" else z["logits_seq"]
         err = np.abs(logits - reference).max() / scale
@@ -200,9 +164,9 @@ def test_v4_keys_beyond_float32_exp(native, tmp_path):
     pp = np.concatenate([want_state[i * 5 * 64 + 3 * 64 : i * 5 * 64 + 4 * 64] for i in range(2)])
     assert np.abs(pp).max() > 150  # The running exponent really is beyond fp32's exp range.
     with Model(tmp_path / "m.gguf") as m:
-        for mode, got in _run_modes(m, tokens).items():
+        for mode, got in run_modes(m, tokens).items():
             assert np.isfinite(got[0]).all() and np.isfinite(got[1]).all(), mode
-            _assert_close(got, want, want_state, 1e-4, f"large keys {mode}")
+            assert_close(got, want, want_state, 1e-4, f"large keys {mode}")
 
 
 def _prescaled(sd: dict[str, np.ndarray], every: int) -> dict[str, np.ndarray]:

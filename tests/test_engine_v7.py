@@ -12,48 +12,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import gguf_to_v7_state_dict, load_pth, official_states, random_v7, read_rwkvcpp_bin
+from conftest import (
+    assert_close,
+    gguf_to_v7_state_dict,
+    load_pth,
+    official_states,
+    random_v7,
+    read_rwkvcpp_bin,
+    run_modes,
+)
 
 from rwkvchat.convert import write_gguf
 from rwkvchat.model import Model
 from rwkvchat.reference import ReferenceModel
 
-CHUNKS = (1, 7, 16, 40)
 V7 = "conformance/official/v7.0_V1024_D128_L2_hs64_s106"
-
-
-def _run_modes(model: Model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """mode -> (logits (T, V), final state) for token-by-token, sequence and chunked feeding."""
-    out = {}
-    s = model.new_state()
-    rows = [model.forward([int(t)], s) for t in tokens]
-    out["one"] = (np.stack(rows), s.to_numpy())
-    s = model.new_state()
-    out["seq"] = (model.forward_all(tokens, s), s.to_numpy())
-    s = model.new_state()
-    parts, start = [], 0
-    for n in CHUNKS:
-        parts.append(model.forward_all(tokens[start : start + n], s))
-        start += n
-    assert start == len(tokens)
-    out["chunks"] = (np.concatenate(parts), s.to_numpy())
-    # forward() with logits returns the last row of forward_all; logits=False feeds without the head.
-    s1, s2 = model.new_state(), model.new_state()
-    last = model.forward(tokens, s1)
-    assert model.forward(tokens[:-1], s2, logits=False) is None
-    last2 = model.forward(tokens[-1:], s2)
-    assert np.abs(last - out["seq"][0][-1]).max() <= 1e-5 * max(out["seq"][0].std(), 1e-6)
-    assert np.abs(last2 - last).max() <= 1e-5 * max(out["seq"][0].std(), 1e-6)
-    return out
-
-
-def _assert_close(got, want_logits, want_state, rel_logits, label):
-    logits, state = got
-    scale = want_logits.std()
-    err = np.abs(logits - want_logits).max() / scale
-    assert err <= rel_logits, f"{label}: max|Δ| logits = {err:.2e} × std"
-    serr = np.abs(state - want_state).max() / np.abs(want_state).max()
-    assert serr <= 10 * rel_logits, f"{label}: max|Δ| state = {serr:.2e} × max|state|"
 
 
 SHAPES = [
@@ -88,8 +61,8 @@ def test_random_models(native, tmp_path, n_vocab, n_embd, n_layer, head_size, ra
             "7",
         )
         assert m.state_len == want_state.size
-        for mode, got in _run_modes(m, tokens).items():
-            _assert_close(got, want, want_state, tol, f"{dtype} {mode}")
+        for mode, got in run_modes(m, tokens).items():
+            assert_close(got, want, want_state, tol, f"{dtype} {mode}")
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
@@ -101,7 +74,7 @@ def test_official_conformance(native, shared, tmp_path, dtype):
     scale = float(z["logit_scale"])
     want_state = official_states(z)
     with Model(path) as m:
-        modes = _run_modes(m, z["tokens"])
+        modes = run_modes(m, z["tokens"])
     for mode, (logits, state) in modes.items():
         reference = z["logits_one"] if mode == "one" else z["logits_seq"]
         err = np.abs(logits - reference).max() / scale
@@ -140,7 +113,7 @@ def test_llamacpp_f16_file(native, shared):
     cols, scale = z["cols"], float(z["logit_scale"])
     with Model(shared / "conformance/llamacpp-gguf/llamacpp-v7-F16.gguf") as m:
         assert m.version == "7" and m.n_vocab == 65536 and m.weight_type == "F16"
-        modes = _run_modes(m, z["tokens"][:64])
+        modes = run_modes(m, z["tokens"][:64])
         assert m.metadata_value("tokenizer.ggml.model") == "rwkv"
         assert len(m.metadata_value("tokenizer.ggml.tokens")) == 65536
         assert m.metadata_value("rwkv7.block_count") == 2
