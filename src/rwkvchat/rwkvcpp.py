@@ -37,11 +37,12 @@ from .errors import ConversionError
 from .quant_numpy import dequantize_blocks
 
 __all__ = ["GGML_BLOCK", "RWKVCPP_TYPES", "RwkvcppModel", "RwkvcppTensorInfo", "dequantize", "dequantize_blocks",
-           "load_rwkvcpp", "read_rwkvcpp", "scan_rwkvcpp"]
+           "is_rwkvcpp_file", "load_rwkvcpp", "read_rwkvcpp", "scan_rwkvcpp"]
 
 MAGIC = 0x67676D66
 _HEADER = struct.Struct("<6I")
 _RECORD = struct.Struct("<3i")
+
 # Longest key accepted; the longest real key ("blocks.NNN.att.time_decay_w2") is under 40 bytes.
 _MAX_KEY = 1024
 
@@ -55,6 +56,15 @@ _UNSUPPORTED_TYPES = {10: "Q8_1", 11: "Q2_K", 12: "Q3_K", 13: "Q4_K", 14: "Q5_K"
 # ggml type id -> (elements per block, bytes per block) for the types found in rwkv.cpp files.
 GGML_BLOCK: dict[int, tuple[int, int]] = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22),
                                           7: (32, 24), 8: (32, 34)}
+
+
+def is_rwkvcpp_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file starts with rwkv.cpp's magic; False for anything else, unreadable files included."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == struct.pack("<I", MAGIC)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

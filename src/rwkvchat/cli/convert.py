@@ -36,7 +36,10 @@ def convert(
     if os.path.exists(out) and not force:
         raise RwkvchatError(f"{out} exists; add --force to overwrite it")
     console = Console(stderr=True)
-    if _is_rwkvcpp(model):
+    from ..rwkvcpp import is_rwkvcpp_file
+
+    # An unreadable path is not an rwkv.cpp file here; read_checkpoint then reports it.
+    if is_rwkvcpp_file(model):
         sd, file_type = _read_rwkvcpp(model)
         dtype = dtype or file_type
     else:
@@ -70,15 +73,6 @@ def convert(
     console.print(
         f"wrote {out}: {result.n_tensors} tensors, {result.n_bytes / 2**20:.1f} MiB", soft_wrap=True
     )
-
-
-def _is_rwkvcpp(path: str) -> bool:
-    """True for an rwkv.cpp model file (magic 0x67676d66, "fmgg" on disk)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"fmgg"
-    except OSError:
-        return False  # read_checkpoint reports the missing or unreadable path.
 
 
 def _read_rwkvcpp(path: str) -> tuple[dict, str]:
