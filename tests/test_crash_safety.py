@@ -83,7 +83,7 @@ from rwkvchat.session import Session
 
 mode, model, save = sys.argv[1:4]
 m = Model(model, threads=1)
-sess = Session(m, seed=0, save_path=save)
+sess = Session(m, seed=0, save_path=save, save_dir=os.path.dirname(save))
 sess.params = sess.params.replace(max_tokens=8)
 if os.path.exists(save):
     for _ in sess.resume(save):
@@ -98,6 +98,8 @@ print("READY", flush=True)
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
+slash = mode.startswith("slash-")  # the same fault inside `/save other` (a save under a new name)
+mode = mode.removeprefix("slash-")
 if mode == "write":
     real_savez = np.savez
     def half_savez(f, *args, **kwargs):
@@ -119,6 +121,10 @@ if mode == "loop":
         i += 1
         for _ in sess.send(f"message {i} " + "x" * 300):
             pass
+elif slash:
+    for _ in sess.send("/save other"):
+        pass
+    print("NOT KILLED", flush=True)
 else:
     for _ in sess.send("the turn whose save is killed"):
         pass
@@ -152,6 +158,29 @@ def test_kill_inside_save_keeps_previous_save(model, tmp_path, point):
         f"np.savez / os.fsync / os.replace; update this test's fault injection")
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, err[-3000:])
     assert save.read_bytes() == before, f"killed at '{point}', the previous save changed"
+    _check_resumes(model, save, expect_last_user="the turn whose save is killed")
+    # A kill inside the .npz write or before its rename leaves its temporary file; the next save removes it.
+    if point in ("write", "rename"):
+        assert list(tmp_path.glob(".s.npz.*.tmp")), sorted(p.name for p in tmp_path.iterdir())
+    proc = _start_kill_child("none", model, save)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "NOT KILLED" in out, err[-3000:]
+    assert not list(tmp_path.glob("*.tmp")), sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("point", ["write", "rename"])
+def test_kill_inside_slash_save_to_new_name(model, tmp_path, point):
+    """`/save other` killed mid-write or before its rename: other.npz is absent or whole, s.npz untouched."""
+    save = tmp_path / "s.npz"
+    proc = _start_kill_child("none", model, save)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    before = save.read_bytes()
+    proc = _start_kill_child(f"slash-{point}", model, save)
+    out, err = proc.communicate(timeout=120)
+    assert "NOT KILLED" not in out and proc.returncode == -signal.SIGKILL, (out, err[-3000:])
+    assert save.read_bytes() == before
+    assert not (tmp_path / "other.npz").exists(), "a killed /save left a file under the new name"
     _check_resumes(model, save, expect_last_user="the turn whose save is killed")
 
 

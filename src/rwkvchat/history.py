@@ -16,6 +16,7 @@ shorter or different file loses that history with a warning instead of pairing i
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -25,6 +26,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists under another user
+        return True
+    return True
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new temporary file in path's folder, for writing `path` atomically (write, fsync,
+    os.replace). Named .NAME.<pid>.<random>.tmp so that the temporaries a killed save left behind can be told
+    from a save in progress: those of NAME whose process no longer exists are removed here first."""
+    prefix = f".{path.name}."
+    for old in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = old.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            try:
+                old.unlink()
+            except OSError:
+                pass
+    return tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=path.parent)
 
 __all__ = ["TokenLog", "TranscriptLog", "replay_transcript", "tokens_path", "transcript_path"]
 
@@ -100,7 +126,7 @@ class _SideFile:
         src = self._file()
         src.flush()
         src.seek(0)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
         try:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(src, out)

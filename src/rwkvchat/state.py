@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StateMismatchError
-from .history import replay_transcript, transcript_path
+from .history import replay_transcript, temp_beside, transcript_path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -118,7 +117,7 @@ def save_conversation(path: str | os.PathLike[str], conv: Conversation) -> None:
     for name, (state, logits, _, _) in conv.snapshots.items():
         arrays[f"{name}.state"] = np.ascontiguousarray(state, dtype=np.float32).reshape(-1)
         arrays[f"{name}.logits"] = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
