@@ -82,6 +82,47 @@ def survey(check: Callable[[bytes], None], out_dir: str) -> Callable[[bytes], No
     return wrapped
 
 
+def attach_native_coverage(lib=None) -> bool:
+    """Registers the C library's edge counters with atheris's libFuzzer, if the library has them.
+
+    A library built with -DRWKVC_FUZZ_COVERAGE=ON (gcc or clang; src/fuzz_coverage.c) exports
+    rwkvc_fuzz_coverage(); handing its tables to libFuzzer makes the fuzzer keep inputs that reach new
+    edges of the C code (the GGUF reader, the tokenizer trie, the forward pass), not only new Python lines.
+    `lib` is a ctypes library (default: the one rwkvchat loads). Call after atheris.Setup, before Fuzz.
+    Returns False (and says why on stderr) when there is nothing to register.
+    """
+    import ctypes
+    import glob
+
+    import atheris
+
+    if lib is None:
+        from rwkvchat import _native
+        from rwkvchat.errors import RwkvchatError
+
+        try:
+            lib = _native.lib()
+        except RwkvchatError:
+            return False  # check() meets the same error and reports it
+    try:
+        tables = lib.rwkvc_fuzz_coverage
+    except AttributeError:
+        return False
+    cores = glob.glob(os.path.join(os.path.dirname(atheris.__file__), "core_with_libfuzzer*.so"))
+    if not cores:
+        print("INFO: rwkvchat: this atheris has no built-in libFuzzer; C coverage not registered", file=sys.stderr)
+        return False
+    # dlopen of the path atheris imports returns the very library (and libFuzzer instance) that will run.
+    core = ctypes.CDLL(cores[0])
+    cb, ce, pb, pe = (ctypes.c_void_p() for _ in range(4))
+    tables.restype = None
+    tables(ctypes.byref(cb), ctypes.byref(ce), ctypes.byref(pb), ctypes.byref(pe))
+    core.__sanitizer_cov_8bit_counters_init(cb, ce)
+    core.__sanitizer_cov_pcs_init(pb, pe)
+    print(f"INFO: rwkvchat: C edge coverage registered ({ce.value - cb.value} counters)", file=sys.stderr)
+    return True
+
+
 def main(check: Callable[[bytes], None], instrument: Callable[[], None] | None = None) -> None:
     """atheris entry point; `instrument` imports the modules under test inside atheris's instrumentation."""
     args = sys.argv[1:]
@@ -99,4 +140,5 @@ def main(check: Callable[[bytes], None], instrument: Callable[[], None] | None =
         with atheris.instrument_imports(include=["rwkvchat"]):
             instrument()
     atheris.Setup([sys.argv[0], *args], check)
+    attach_native_coverage()
     atheris.Fuzz()

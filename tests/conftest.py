@@ -12,7 +12,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,56 @@ def native():
     if not os.path.exists(_native.library_path()):
         pytest.skip(f"native library not built: {_native.library_path()}")
     return _native.lib()
+
+
+# ---- the C library under AddressSanitizer + UBSan, with edge coverage for the fuzzers ----
+
+# ASan's reports start with "ERROR: AddressSanitizer", UBSan's with "<file>:<line>:<col>: runtime error:".
+REPORT = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer|SUMMARY: UndefinedBehavior")
+# Distinct exit codes so a sanitizer's death is never mistaken for a failed assertion (pytest exits with 1).
+ASAN_EXIT, UBSAN_EXIT = 86, 87
+
+
+def sanitizer_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = f"detect_leaks=0:exitcode={ASAN_EXIT}:abort_on_error=0:strict_string_checks=1"
+    env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:exitcode={UBSAN_EXIT}"
+    return env
+
+
+def libasan_path() -> str:
+    """gcc's ASan runtime, for LD_PRELOAD into an uninstrumented Python (it must be loaded first)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    path = subprocess.run([cc, "-print-file-name=libasan.so"], check=False, capture_output=True, text=True).stdout.strip()
+    if not path or not os.path.isabs(path) or not os.path.exists(path):
+        pytest.skip(f"{cc} does not know where libasan.so is ({path!r})")
+    return path
+
+
+def asan_library(build: Path) -> Path:
+    lib = next(build.rglob("librwkvc.so"), None)
+    assert lib is not None, f"no librwkvc.so under {build}"
+    return lib
+
+
+@pytest.fixture(scope="session")
+def asan_build(tmp_path_factory) -> Path:
+    """One build for tests/test_sanitizers.py and the fuzzers in tests/test_fuzz_smoke.py: ASan + UBSan, the
+    C tests, and RWKVC_FUZZ_COVERAGE's edge counters (inert unless a fuzzer registers them)."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    build = tmp_path_factory.mktemp("asan-build")
+    cfg = subprocess.run(
+        ["cmake", "-S", str(REPO), "-B", str(build), "-DRWKVC_SANITIZE=ON", "-DRWKVC_BUILD_TESTS=ON",
+         "-DRWKVC_FUZZ_COVERAGE=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo"],
+        check=False, capture_output=True, text=True,
+    )
+    assert cfg.returncode == 0, (cfg.stdout + cfg.stderr)[-4000:]
+    proc = subprocess.run(["cmake", "--build", str(build), "-j2"], check=False, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return build
 
 
 # ---- random RWKV-7 models in the official layout ----

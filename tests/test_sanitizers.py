@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import REPORT, asan_library, libasan_path, sanitizer_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,60 +37,22 @@ PY_TESTS = [
 # Architectures whose engine is not there yet fail on their own; the sanitizer run needs only what runs.
 PY_SELECT = "not 4v0 and not 5v1 and not 5v2 and not 6v0"
 
-# ASan's reports start with "ERROR: AddressSanitizer", UBSan's with "<file>:<line>:<col>: runtime error:".
-REPORT = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer|SUMMARY: UndefinedBehavior")
-# Distinct exit codes so a sanitizer's death is never mistaken for a failed assertion (pytest exits with 1).
-ASAN_EXIT, UBSAN_EXIT = 86, 87
-
-
-def _sanitizer_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ASAN_OPTIONS"] = f"detect_leaks=0:exitcode={ASAN_EXIT}:abort_on_error=0:strict_string_checks=1"
-    env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:exitcode={UBSAN_EXIT}"
-    return env
-
-
-@pytest.fixture(scope="module")
-def asan_build(tmp_path_factory) -> Path:
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
-    if shutil.which("gcc") is None and shutil.which("cc") is None:
-        pytest.skip("no C compiler")
-    build = tmp_path_factory.mktemp("asan-build")
-    cfg = subprocess.run(
-        ["cmake", "-S", str(REPO), "-B", str(build), "-DRWKVC_SANITIZE=ON", "-DRWKVC_BUILD_TESTS=ON",
-         "-DCMAKE_BUILD_TYPE=RelWithDebInfo"],
-        check=False, capture_output=True, text=True,
-    )
-    assert cfg.returncode == 0, (cfg.stdout + cfg.stderr)[-4000:]
-    proc = subprocess.run(["cmake", "--build", str(build), "-j2"], check=False, capture_output=True, text=True)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return build
 
 
 def test_native_tests_under_sanitizers(asan_build):
     proc = subprocess.run(["ctest", "--test-dir", str(asan_build), "--output-on-failure"], check=False, capture_output=True,
-                          text=True, env=_sanitizer_env(), timeout=1800)
+                          text=True, env=sanitizer_env(), timeout=1800)
     out = proc.stdout + proc.stderr
     assert "No tests were found" not in out, out[-2000:]
     assert proc.returncode == 0, out[-6000:]
     assert not REPORT.search(out), out[-6000:]
 
 
-def _libasan() -> str:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    path = subprocess.run([cc, "-print-file-name=libasan.so"], check=False, capture_output=True, text=True).stdout.strip()
-    if not path or not os.path.isabs(path) or not os.path.exists(path):
-        pytest.skip(f"{cc} does not know where libasan.so is ({path!r})")
-    return path
-
-
 def test_python_tests_under_sanitizers(asan_build, tmp_path):
-    lib = next(asan_build.rglob("librwkvc.so"), None)
-    assert lib is not None, f"no librwkvc.so under {asan_build}"
+    lib = asan_library(asan_build)
     tests = [t for t in PY_TESTS if (REPO / t).exists()]
-    env = _sanitizer_env()
-    env["LD_PRELOAD"] = _libasan()
+    env = sanitizer_env()
+    env["LD_PRELOAD"] = libasan_path()
     env["RWKVCHAT_LIB"] = str(lib)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     # First make sure the child really runs the sanitized library under the preloaded runtime.
