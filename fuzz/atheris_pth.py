@@ -1,4 +1,4 @@
-"""atheris harness: official `.pth` checkpoints (rwkvchat.convert.read_checkpoint) on arbitrary bytes.
+"""atheris harness: official `.pth` checkpoints (rwkvchat.checkpoint.read_checkpoint) on arbitrary bytes.
 
 torch.load(weights_only=True) reads a zip holding a restricted pickle; on mutated files it must neither
 crash nor hang, and every failure must come out as ConversionError. Reading each tensor (conversion to
@@ -19,12 +19,12 @@ _pth = ScratchFile(".pth")
 
 
 def _imports() -> None:
-    for name in ("rwkvchat.convert",):
+    for name in ("rwkvchat.checkpoint", "rwkvchat.convert"):
         importlib.import_module(name)
 
 
 def check(data: bytes) -> None:
-    from rwkvchat.convert import detect_version, read_checkpoint
+    from rwkvchat.checkpoint import detect_version, read_checkpoint
     from rwkvchat.errors import ConversionError
 
     path = _pth.write(data)

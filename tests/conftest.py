@@ -275,7 +275,7 @@ def read_rwkvcpp_bin(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 def load_pth(path: Path) -> dict[str, np.ndarray]:
     """An official .pth as float32 numpy arrays (bf16 widens exactly); skips without torch."""
     pytest.importorskip("torch")
-    from rwkvchat.convert import read_checkpoint
+    from rwkvchat.checkpoint import read_checkpoint
 
     ck = read_checkpoint(path)
     return {k: ck[k] for k in ck}

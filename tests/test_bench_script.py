@@ -87,7 +87,8 @@ def test_write_docs_replaces_only_its_section(bench, tmp_path):
 def test_random_legacy_has_the_official_keys_and_shapes(bench, version, dims):
     from legacy_models import random_legacy
 
-    from rwkvchat.convert import _legacy_dims, detect_version
+    from rwkvchat.checkpoint import detect_version
+    from rwkvchat.convert import _legacy_dims
 
     V, D, L, _ = dims
     sd = bench.RandomLegacy(version, L, D, V)

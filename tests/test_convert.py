@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import gguf_to_v7_state_dict, load_pth, random_v7
 
-from rwkvchat.convert import QuantizedTensor, read_checkpoint, write_gguf
+from rwkvchat.checkpoint import read_checkpoint
+from rwkvchat.convert import QuantizedTensor, write_gguf
 from rwkvchat.errors import ConversionError
 from rwkvchat.reference import ReferenceModel
 

@@ -292,7 +292,7 @@ def test_pth_empty_file(tmp_path):
     """F3: an empty .pth (what an interrupted download leaves) made torch.load raise EOFError with an empty
     message, and read_checkpoint then failed with IndexError on str(e).splitlines()[0]."""
     pytest.importorskip("torch")
-    from rwkvchat.convert import read_checkpoint
+    from rwkvchat.checkpoint import read_checkpoint
     from rwkvchat.errors import ConversionError
 
     path = tmp_path / "empty.pth"
@@ -305,7 +305,7 @@ def test_pth_error_without_message(tmp_path, monkeypatch):
     """F3, any torch error: an exception whose message is empty (EOFError() from a damaged pickle inside the
     zip, found by atheris_pth) must still become ConversionError."""
     torch = pytest.importorskip("torch")
-    from rwkvchat.convert import read_checkpoint
+    from rwkvchat.checkpoint import read_checkpoint
     from rwkvchat.errors import ConversionError
 
     path = tmp_path / "x.pth"

@@ -1,7 +1,7 @@
-"""Official BlinkDL `.pth` checkpoints -> GGUF files in llama.cpp's conventions.
+"""Official BlinkDL state dicts -> GGUF files in llama.cpp's conventions.
 
-`read_checkpoint` opens a `.pth` (torch is needed only here), `detect_version` names the architecture
-from the keys, and `write_gguf` writes llama.cpp's `rwkv7` layout (docs: file-formats.md §2.3-§2.5) so
+`checkpoint.read_checkpoint` opens a `.pth` and `checkpoint.detect_version` names the architecture from the
+keys; `write_gguf` writes llama.cpp's `rwkv7` layout (docs: file-formats.md §2.3-§2.5) so
 the file loads both in rwkvchat and in llama.cpp. Tensors are converted and written one at a time, so
 peak memory stays near one tensor beyond the (memory-mapped) checkpoint.
 
@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConversionError, ModelFormatError
-from .reference import detect_version as _detect_version
-from .reference import layer_count as _reference_layer_count
+from .checkpoint import detect_version, layer_count, shape_of
+from .errors import ConversionError
 
 # GGML type ids (quant-formats.md §1); the float ones are all this module writes itself.
 GGML_F32, GGML_F16, GGML_BF16 = 0, 1, 30
@@ -43,127 +42,6 @@ class QuantizedTensor:
     ggml_type: int
     shape: tuple[int, ...]
     data: np.ndarray
-
-
-class LazyCheckpoint(Mapping):
-    """A read-only state dict whose float32 numpy values are made on access from torch tensors.
-
-    Keeps the checkpoint memory-mapped: a 7B model is not expanded to 28 GB of float32 at once.
-    """
-
-    def __init__(self, tensors: dict[str, Any]) -> None:
-        self._tensors = tensors
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        import torch
-
-        t = self._tensors[key]
-        if not isinstance(t, torch.Tensor):
-            raise ConversionError(f"checkpoint entry {key!r} is a {type(t).__name__}, not a tensor")
-        if not t.is_floating_point():
-            raise ConversionError(f"checkpoint tensor {key!r} has dtype {t.dtype}; expected a float type")
-        # bf16 and f16 widen to float32 exactly.
-        return t.detach().to(torch.float32).contiguous().numpy()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
-
-    def shape_of(self, key: str) -> tuple[int, ...]:
-        return tuple(self._tensors[key].shape)
-
-
-def _foreign_format(path: str) -> str | None:
-    """Names the format of a file that is clearly not a .pth (by its first bytes), else None."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head[:4] == b"GGUF":
-        return "already a GGUF file"
-    if head[:4] == b"fmgg":  # 0x67676d66 little-endian: rwkv.cpp's magic.
-        return "an rwkv.cpp .bin file"
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30):
-        return "a safetensors file (Hugging Face layout)"
-    return None
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> LazyCheckpoint:
-    """Opens an official `.pth` state dict: name -> float32 array (PyTorch shapes), converted on access."""
-    try:
-        import torch
-    except ImportError as e:
-        raise ConversionError("reading .pth checkpoints needs torch: pip install 'rwkvchat[convert]'") from e
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ConversionError(f"no such checkpoint file: {path}")
-    if os.path.isdir(path):
-        raise ConversionError(f"is a directory, not a checkpoint: {path}")
-    foreign = _foreign_format(path)
-    if foreign:
-        raise ConversionError(f"{path} is {foreign}, not a PyTorch .pth checkpoint")
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            # Files from torch < 1.6 (not zip) cannot be memory-mapped; they load fully instead.
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types (pickle, zip, runtime) for foreign files.
-        # Some carry no message at all (EOFError() from an empty or damaged file).
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConversionError(f"cannot read {path} as a PyTorch checkpoint: {reason}") from e
-    if not isinstance(obj, Mapping):
-        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping) and "emb.weight" not in obj:
-        raise ConversionError(
-            f"{path} is a training checkpoint (a 'state_dict' inside); save the state dict itself"
-        )
-    return LazyCheckpoint(dict(obj))
-
-
-def layer_count(sd: Mapping[str, Any]) -> int:
-    """Number of blocks (indices 0..L-1, no gaps); ConversionError otherwise."""
-    try:
-        return _reference_layer_count(sd)
-    except ModelFormatError as e:
-        raise ConversionError(str(e)) from e
-
-
-def detect_version(sd: Mapping[str, Any]) -> str:
-    """ "4", "5.0", "5.1", "5.2", "6.0" or "7.0"; ConversionError for other checkpoints and variants."""
-    try:
-        return _detect_version(_ShapeView(sd))
-    except ModelFormatError as e:
-        raise ConversionError(str(e)) from e
-
-
-class _ShapeView(Mapping):
-    """Lets shape-only code inspect a LazyCheckpoint without converting its tensors."""
-
-    def __init__(self, sd: Mapping[str, Any]) -> None:
-        self._sd = sd
-
-    def __getitem__(self, key: str) -> Any:
-        return _Shaped(_shape_of(self._sd, key))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._sd)
-
-    def __len__(self) -> int:
-        return len(self._sd)
-
-
-@dataclass(frozen=True)
-class _Shaped:
-    shape: tuple[int, ...]
-
-
-def _shape_of(sd: Mapping[str, Any], key: str) -> tuple[int, ...]:
-    if hasattr(sd, "shape_of"):
-        return tuple(sd.shape_of(key))
-    return tuple(sd[key].shape)
 
 
 # ---- The v7 name table -------------------------------------------------------------------------------
@@ -247,21 +125,21 @@ class _Planned:
 
 def _v7_dims(sd: Mapping[str, Any]) -> dict[str, int]:
     """D, V, F, L, H, N and LoRA ranks of a v7 state dict, with every tensor's shape checked against them."""
-    n_vocab, d = _shape_of(sd, "emb.weight")
-    n_head, head_size = _shape_of(sd, "blocks.0.att.r_k")
+    n_vocab, d = shape_of(sd, "emb.weight")
+    n_head, head_size = shape_of(sd, "blocks.0.att.r_k")
     dims = {
         "V": n_vocab,
         "D": d,
         "L": layer_count(sd),
         "H": n_head,
         "N": head_size,
-        "F": _shape_of(sd, "blocks.0.ffn.key.weight")[0],
-        "Rw": _shape_of(sd, "blocks.0.att.w1")[1],
-        "Ra": _shape_of(sd, "blocks.0.att.a1")[1],
-        "Rv": _shape_of(sd, "blocks.1.att.v1")[1]
+        "F": shape_of(sd, "blocks.0.ffn.key.weight")[0],
+        "Rw": shape_of(sd, "blocks.0.att.w1")[1],
+        "Ra": shape_of(sd, "blocks.0.att.a1")[1],
+        "Rv": shape_of(sd, "blocks.1.att.v1")[1]
         if "blocks.1.att.v1" in sd
-        else _shape_of(sd, "blocks.0.att.a1")[1],
-        "Rg": _shape_of(sd, "blocks.0.att.g1")[1],
+        else shape_of(sd, "blocks.0.att.a1")[1],
+        "Rg": shape_of(sd, "blocks.0.att.g1")[1],
     }
     if n_head * head_size != d:
         raise ConversionError(
@@ -298,7 +176,7 @@ def _v7_dims(sd: Mapping[str, Any]) -> dict[str, int]:
             if key in _V7_BLOCK0_SUBSTITUTES:
                 continue
             raise ConversionError(f"checkpoint lacks {key} (expected shape {shape})")
-        got = _shape_of(sd, key)
+        got = shape_of(sd, key)
         if key in _V7_BLOCK0_SUBSTITUTES:
             continue  # Ignored by every loader; any shape is accepted.
         if got != shape:
@@ -419,7 +297,7 @@ def _plan(
                 )
             )
             continue
-        shape = _transformed_shape([_shape_of(sd, k) for k in keys], transform)
+        shape = _transformed_shape([shape_of(sd, k) for k in keys], transform)
         n = int(np.prod(shape))
 
         def make_float(keys: list[str] = keys, transform: str = transform) -> np.ndarray:
@@ -535,17 +413,17 @@ def _v7_spec(sd: Mapping[str, Any], version: str) -> _Spec:
 
 def _legacy_dims(sd: Mapping[str, Any], version: str) -> dict[str, int]:
     """D, V, F, L (and N for v5/v6, Rm/Rd for v6) from the shapes of a v4/v5.x/v6 state dict."""
-    n_vocab, d = _shape_of(sd, "emb.weight")
-    dims = {"V": n_vocab, "D": d, "L": layer_count(sd), "F": _shape_of(sd, "blocks.0.ffn.key.weight")[0]}
+    n_vocab, d = shape_of(sd, "emb.weight")
+    dims = {"V": n_vocab, "D": d, "L": layer_count(sd), "F": shape_of(sd, "blocks.0.ffn.key.weight")[0]}
     if version != "4":
         heads_key = "blocks.0.att.time_faaaa" if version == "6.0" else "blocks.0.att.time_decay"
-        n_head = _shape_of(sd, heads_key)[0]
+        n_head = shape_of(sd, heads_key)[0]
         if n_head <= 0 or d % n_head:
             raise ConversionError(f"{heads_key} has {n_head} heads, which do not split n_embd {d}")
         dims["H"], dims["N"] = n_head, d // n_head
     if version == "6.0":
-        dims["Rm"] = _shape_of(sd, "blocks.0.att.time_maa_w1")[1] // 5
-        dims["Rd"] = _shape_of(sd, "blocks.0.att.time_decay_w1")[1]
+        dims["Rm"] = shape_of(sd, "blocks.0.att.time_maa_w1")[1] // 5
+        dims["Rd"] = shape_of(sd, "blocks.0.att.time_decay_w1")[1]
     return dims
 
 
@@ -588,8 +466,8 @@ def _check_rows(sd: Mapping[str, Any], rows: list[tuple[str, Any, str, str]], di
     for key, shape in wanted.items():
         if key not in sd:
             raise ConversionError(f"checkpoint lacks {key}")
-        if shape is not None and _shape_of(sd, key) != shape:
-            raise ConversionError(f"tensor {key} has shape {_shape_of(sd, key)}, expected {shape}")
+        if shape is not None and shape_of(sd, key) != shape:
+            raise ConversionError(f"tensor {key} has shape {shape_of(sd, key)}, expected {shape}")
     extra = sorted(set(sd) - set(wanted))
     if extra:
         raise ConversionError(

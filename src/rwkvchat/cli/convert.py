@@ -31,7 +31,8 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
 ) -> None:
     """Convert an official RWKV checkpoint or an rwkv.cpp file to GGUF (llama.cpp's layout where it has one)."""
-    from ..convert import detect_version, read_checkpoint, write_gguf
+    from ..checkpoint import detect_version, read_checkpoint
+    from ..convert import write_gguf
 
     if os.path.exists(out) and not force:
         raise RwkvchatError(f"{out} exists; add --force to overwrite it")
