@@ -356,11 +356,11 @@ def _f16_keys(sd: dict) -> set[str]:
     """State-dict keys that convert.write_gguf(dtype="f16") stores as F16 (its "matrix" and "lora" roles;
     vectors, r_k and the decay LoRA stay F32, rwkv-architectures.md §6), read from convert's own table."""
     sys.path.insert(0, os.path.join(ROOT, "src"))
-    from rwkvchat import convert
+    from rwkvchat import convert, gguf_names
 
     n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     keys = set()
-    for _name, src, _transform, role in convert._rows(convert._V7_TABLE, n_layer):
+    for _name, src, _transform, role in convert._rows(gguf_names.V7_BLOCK_ROWS, n_layer):
         if role in ("matrix", "lora"):
             keys.update(src if isinstance(src, tuple) else (src,))
     return keys
@@ -372,13 +372,13 @@ def _check_gguf_matches(path: str, sd: dict) -> None:
     import gguf
 
     sys.path.insert(0, os.path.join(ROOT, "src"))
-    from rwkvchat import convert
+    from rwkvchat import convert, gguf_names
 
     f16 = _f16_keys(sd)
     n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
     checked = 0
-    for name, src, transform, _role in convert._rows(convert._V7_TABLE, n_layer):
+    for name, src, transform, _role in convert._rows(gguf_names.V7_BLOCK_ROWS, n_layer):
         if isinstance(src, tuple) or transform not in ("none", "transpose", "squeeze"):
             continue
         want = sd[src].astype(np.float16 if src in f16 else np.float32)

@@ -5,7 +5,7 @@ keys; `write_gguf` writes llama.cpp's `rwkv7` layout (docs: file-formats.md §2.
 the file loads both in rwkvchat and in llama.cpp. Tensors are converted and written one at a time, so
 peak memory stays near one tensor beyond the (memory-mapped) checkpoint.
 
-v7's table is `_V7_TABLE` below; v4, v5.x and v6 take theirs from `gguf_names` (rwkv6 as llama.cpp writes
+Every version's name table (v7's included) is in `gguf_names` (rwkv6 as llama.cpp writes
 it, rwkv4/rwkv5 as docs/gguf-rwkv4-rwkv5.md specifies). `_SPECS` maps a version to its tables.
 """
 
@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from . import gguf_names
 from .checkpoint import detect_version, layer_count, shape_of
 from .errors import ConversionError
+from .gguf_names import GLOBAL_ROWS, V7_BLOCK0_SUBSTITUTES, V7_BLOCK_ROWS
 
 # GGML type ids (quant-formats.md §1); the float ones are all this module writes itself.
 GGML_F32, GGML_F16, GGML_BF16 = 0, 1, 30
@@ -56,61 +58,6 @@ _STACK = "stack"
 _NONE = "none"
 _PERMUTE_021 = "permute_021"  # Swap the last two axes: v6 time_maa_w2 (5,Rm,D) -> (5,D,Rm).
 _EXP = "exp"  # Elementwise exp in float32: a v5 time_first stored as the bonus u itself.
-
-_GLOBAL_TABLE = [
-    ("token_embd.weight", "emb.weight", _NONE, "matrix"),
-    ("token_embd_norm.weight", "blocks.0.ln0.weight", _NONE, "vector"),
-    ("token_embd_norm.bias", "blocks.0.ln0.bias", _NONE, "vector"),
-    ("output_norm.weight", "ln_out.weight", _NONE, "vector"),
-    ("output_norm.bias", "ln_out.bias", _NONE, "vector"),
-    ("output.weight", "head.weight", _NONE, "matrix"),
-]
-
-_V7_TABLE = [
-    ("blk.{i}.attn_norm.weight", "blocks.{i}.ln1.weight", _NONE, "vector"),
-    ("blk.{i}.attn_norm.bias", "blocks.{i}.ln1.bias", _NONE, "vector"),
-    ("blk.{i}.attn_norm_2.weight", "blocks.{i}.ln2.weight", _NONE, "vector"),
-    ("blk.{i}.attn_norm_2.bias", "blocks.{i}.ln2.bias", _NONE, "vector"),
-    (
-        "blk.{i}.time_mix_lerp_fused.weight",
-        tuple(f"blocks.{{i}}.att.x_{c}" for c in "rwkvag"),
-        _STACK,
-        "vector",
-    ),
-    ("blk.{i}.time_mix_w0.weight", "blocks.{i}.att.w0", _SQUEEZE, "vector"),
-    ("blk.{i}.time_mix_w1.weight", "blocks.{i}.att.w1", _T, "lora_f32"),
-    ("blk.{i}.time_mix_w2.weight", "blocks.{i}.att.w2", _T, "lora_f32"),
-    ("blk.{i}.time_mix_a0.weight", "blocks.{i}.att.a0", _SQUEEZE, "vector"),
-    ("blk.{i}.time_mix_a1.weight", "blocks.{i}.att.a1", _T, "lora"),
-    ("blk.{i}.time_mix_a2.weight", "blocks.{i}.att.a2", _T, "lora"),
-    # Block 0 never uses v0/v1/v2, but llama.cpp requires them with a0/a1/a2's shapes: its converter
-    # writes copies of a0/a1/a2 there, and so do we (file-formats.md §2.4).
-    ("blk.{i}.time_mix_v0.weight", "blocks.{i}.att.v0", _SQUEEZE, "vector"),
-    ("blk.{i}.time_mix_v1.weight", "blocks.{i}.att.v1", _T, "lora"),
-    ("blk.{i}.time_mix_v2.weight", "blocks.{i}.att.v2", _T, "lora"),
-    ("blk.{i}.time_mix_g1.weight", "blocks.{i}.att.g1", _T, "lora"),
-    ("blk.{i}.time_mix_g2.weight", "blocks.{i}.att.g2", _T, "lora"),
-    ("blk.{i}.time_mix_k_k.weight", "blocks.{i}.att.k_k", _SQUEEZE, "vector"),
-    ("blk.{i}.time_mix_k_a.weight", "blocks.{i}.att.k_a", _SQUEEZE, "vector"),
-    ("blk.{i}.time_mix_r_k.weight", "blocks.{i}.att.r_k", _SQUEEZE, "vector"),
-    ("blk.{i}.time_mix_receptance.weight", "blocks.{i}.att.receptance.weight", _NONE, "matrix"),
-    ("blk.{i}.time_mix_key.weight", "blocks.{i}.att.key.weight", _NONE, "matrix"),
-    ("blk.{i}.time_mix_value.weight", "blocks.{i}.att.value.weight", _NONE, "matrix"),
-    ("blk.{i}.time_mix_output.weight", "blocks.{i}.att.output.weight", _NONE, "matrix"),
-    ("blk.{i}.time_mix_ln.weight", "blocks.{i}.att.ln_x.weight", _NONE, "vector"),
-    ("blk.{i}.time_mix_ln.bias", "blocks.{i}.att.ln_x.bias", _NONE, "vector"),
-    ("blk.{i}.channel_mix_lerp_k.weight", "blocks.{i}.ffn.x_k", _SQUEEZE, "vector"),
-    ("blk.{i}.channel_mix_key.weight", "blocks.{i}.ffn.key.weight", _NONE, "matrix"),
-    ("blk.{i}.channel_mix_value.weight", "blocks.{i}.ffn.value.weight", _NONE, "matrix"),
-]
-
-# Block-0 keys the loader ignores; the official files carry them, rwkv.cpp's tiny v7 does not.
-_V7_BLOCK0_SUBSTITUTES = {
-    "blocks.0.att.v0": "blocks.0.att.a0",
-    "blocks.0.att.v1": "blocks.0.att.a1",
-    "blocks.0.att.v2": "blocks.0.att.a2",
-}
-
 
 @dataclass
 class _Planned:
@@ -173,11 +120,11 @@ def _v7_dims(sd: Mapping[str, Any]) -> dict[str, int]:
         expected[b + "ffn.value.weight"] = (D, F)
     for key, shape in expected.items():
         if key not in sd:
-            if key in _V7_BLOCK0_SUBSTITUTES:
+            if key in V7_BLOCK0_SUBSTITUTES:
                 continue
             raise ConversionError(f"checkpoint lacks {key} (expected shape {shape})")
         got = shape_of(sd, key)
-        if key in _V7_BLOCK0_SUBSTITUTES:
+        if key in V7_BLOCK0_SUBSTITUTES:
             continue  # Ignored by every loader; any shape is accepted.
         if got != shape:
             raise ConversionError(f"tensor {key} has shape {got}, expected {shape}")
@@ -210,15 +157,15 @@ def _v7_metadata(dims: dict[str, int]) -> dict[str, Any]:
 
 def _rows(table: list[tuple[str, Any, str, str]], n_layer: int) -> Iterator[tuple[str, Any, str, str]]:
     """Every output row with {i} filled in: the global rows, then each block's."""
-    yield from _GLOBAL_TABLE
+    yield from GLOBAL_ROWS
     for i in range(n_layer):
         for name, src, transform, role in table:
             if isinstance(src, tuple):
                 yield name.format(i=i), tuple(s.format(i=i) for s in src), transform, role
             else:
                 key = src.format(i=i)
-                if i == 0 and key in _V7_BLOCK0_SUBSTITUTES:
-                    key = _V7_BLOCK0_SUBSTITUTES[key]
+                if i == 0 and key in V7_BLOCK0_SUBSTITUTES:
+                    key = V7_BLOCK0_SUBSTITUTES[key]
                 yield name.format(i=i), key, transform, role
 
 
@@ -408,7 +355,7 @@ class _Spec:
 
 def _v7_spec(sd: Mapping[str, Any], version: str) -> _Spec:
     dims = _v7_dims(sd)
-    return _Spec("rwkv7", _V7_TABLE, dims, _v7_metadata(dims))
+    return _Spec("rwkv7", V7_BLOCK_ROWS, dims, _v7_metadata(dims))
 
 
 def _legacy_dims(sd: Mapping[str, Any], version: str) -> dict[str, int]:
@@ -428,8 +375,6 @@ def _legacy_dims(sd: Mapping[str, Any], version: str) -> dict[str, int]:
 
 
 def _legacy_spec(sd: Mapping[str, Any], version: str) -> _Spec:
-    from . import gguf_names
-
     dims = _legacy_dims(sd, version)
     rows = gguf_names.block_rows(version, list(sd))
     _check_rows(sd, rows, dims)

@@ -1,4 +1,4 @@
-"""GGUF tensor names and metadata keys for RWKV-4, 5.x and 6 (pure data, plus small selectors).
+"""GGUF tensor names and metadata keys for RWKV-4, 5.x, 6 and 7 (pure data, plus small selectors).
 
 `rwkv6` follows llama.cpp exactly (file-formats.md §2.4). `rwkv4` and `rwkv5` are rwkvchat's own architectures
 in the same style, specified in docs/gguf-rwkv4-rwkv5.md: raw official values (decays not pre-exponentiated,
@@ -25,7 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-__all__ = ["ARCH_OF_VERSION", "GLOBAL_ROWS", "RESCALED", "Row", "block_rows", "metadata"]
+__all__ = [
+    "ARCH_OF_VERSION",
+    "GLOBAL_ROWS",
+    "RESCALED",
+    "V7_BLOCK0_SUBSTITUTES",
+    "V7_BLOCK_ROWS",
+    "Row",
+    "block_rows",
+    "metadata",
+]
 
 Row = tuple[str, "str | tuple[str, ...]", str, str]
 
@@ -154,3 +163,51 @@ def metadata(version: str, dims: dict[str, int]) -> dict[str, object]:
         meta[f"{arch}.time_mix_extra_dim"] = dims["Rm"]
         meta[f"{arch}.time_decay_extra_dim"] = dims["Rd"]
     return meta
+
+
+# ---- RWKV-7, llama.cpp's rwkv7 layout (file-formats.md §2.4) ----
+
+V7_BLOCK_ROWS: list[Row] = [
+    ("blk.{i}.attn_norm.weight", "blocks.{i}.ln1.weight", "none", "vector"),
+    ("blk.{i}.attn_norm.bias", "blocks.{i}.ln1.bias", "none", "vector"),
+    ("blk.{i}.attn_norm_2.weight", "blocks.{i}.ln2.weight", "none", "vector"),
+    ("blk.{i}.attn_norm_2.bias", "blocks.{i}.ln2.bias", "none", "vector"),
+    (
+        "blk.{i}.time_mix_lerp_fused.weight",
+        tuple(f"blocks.{{i}}.att.x_{c}" for c in "rwkvag"),
+        "stack",
+        "vector",
+    ),
+    ("blk.{i}.time_mix_w0.weight", "blocks.{i}.att.w0", "squeeze", "vector"),
+    ("blk.{i}.time_mix_w1.weight", "blocks.{i}.att.w1", "transpose", "lora_f32"),
+    ("blk.{i}.time_mix_w2.weight", "blocks.{i}.att.w2", "transpose", "lora_f32"),
+    ("blk.{i}.time_mix_a0.weight", "blocks.{i}.att.a0", "squeeze", "vector"),
+    ("blk.{i}.time_mix_a1.weight", "blocks.{i}.att.a1", "transpose", "lora"),
+    ("blk.{i}.time_mix_a2.weight", "blocks.{i}.att.a2", "transpose", "lora"),
+    # Block 0 never uses v0/v1/v2, but llama.cpp requires them with a0/a1/a2's shapes: its converter
+    # writes copies of a0/a1/a2 there, and so do we (file-formats.md §2.4).
+    ("blk.{i}.time_mix_v0.weight", "blocks.{i}.att.v0", "squeeze", "vector"),
+    ("blk.{i}.time_mix_v1.weight", "blocks.{i}.att.v1", "transpose", "lora"),
+    ("blk.{i}.time_mix_v2.weight", "blocks.{i}.att.v2", "transpose", "lora"),
+    ("blk.{i}.time_mix_g1.weight", "blocks.{i}.att.g1", "transpose", "lora"),
+    ("blk.{i}.time_mix_g2.weight", "blocks.{i}.att.g2", "transpose", "lora"),
+    ("blk.{i}.time_mix_k_k.weight", "blocks.{i}.att.k_k", "squeeze", "vector"),
+    ("blk.{i}.time_mix_k_a.weight", "blocks.{i}.att.k_a", "squeeze", "vector"),
+    ("blk.{i}.time_mix_r_k.weight", "blocks.{i}.att.r_k", "squeeze", "vector"),
+    ("blk.{i}.time_mix_receptance.weight", "blocks.{i}.att.receptance.weight", "none", "matrix"),
+    ("blk.{i}.time_mix_key.weight", "blocks.{i}.att.key.weight", "none", "matrix"),
+    ("blk.{i}.time_mix_value.weight", "blocks.{i}.att.value.weight", "none", "matrix"),
+    ("blk.{i}.time_mix_output.weight", "blocks.{i}.att.output.weight", "none", "matrix"),
+    ("blk.{i}.time_mix_ln.weight", "blocks.{i}.att.ln_x.weight", "none", "vector"),
+    ("blk.{i}.time_mix_ln.bias", "blocks.{i}.att.ln_x.bias", "none", "vector"),
+    ("blk.{i}.channel_mix_lerp_k.weight", "blocks.{i}.ffn.x_k", "squeeze", "vector"),
+    ("blk.{i}.channel_mix_key.weight", "blocks.{i}.ffn.key.weight", "none", "matrix"),
+    ("blk.{i}.channel_mix_value.weight", "blocks.{i}.ffn.value.weight", "none", "matrix"),
+]
+
+# Block-0 keys the loader ignores; the official files carry them, rwkv.cpp's tiny v7 does not.
+V7_BLOCK0_SUBSTITUTES = {
+    "blocks.0.att.v0": "blocks.0.att.a0",
+    "blocks.0.att.v1": "blocks.0.att.a1",
+    "blocks.0.att.v2": "blocks.0.att.a2",
+}
