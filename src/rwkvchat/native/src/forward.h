@@ -20,7 +20,9 @@ struct rwkvc_ctx {
     rwkvc_pool *pool;
     size_t max_T;         /* Tokens per chunk. */
     float *scratch;       /* ops->scratch_floats(model, max_T) floats, 64-byte aligned. */
-    void *act;            /* Prepared activations: max_T * model->max_act_bytes bytes (NULL if 0). */
+    void *act;            /* Prepared activations: act_cap bytes (NULL if 0). */
+    size_t act_cap;       /* RWKVC_ACT_SLOTS * max_T * model->max_act_bytes: room for one slot per distinct
+                             input of a rwkvc_matmul_multi job. */
     struct rwkvc_cuda *cuda; /* GPU backend (backend_cuda.h) when made by rwkvc_ctx_new_cuda; NULL on the CPU. */
 };
 
@@ -57,6 +59,29 @@ void rwkvc_group_norm(float *x, const float *w, const float *b, size_t n_groups,
  */
 void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_stride, size_t n_vec, float *Y,
                   size_t ldy);
+
+/* One product of a rwkvc_matmul_multi job: Y[t][0..W.rows) = W X[t], with the strides of rwkvc_matmul. */
+typedef struct {
+    const rwkvc_weight *W;
+    const float *X;       /* n_vec vectors of W->cols floats, x_stride floats apart. */
+    size_t x_stride;
+    float *Y;             /* Row t at Y + t * ldy. */
+    size_t ldy;
+} rwkvc_mm_op;
+
+/* Most products in one rwkvc_matmul_multi job, and prepared-activation slots of a context (one per distinct input). */
+#define RWKVC_MM_MAX_OPS 8
+#define RWKVC_ACT_SLOTS 8
+
+/*
+ * Runs n_ops (<= RWKVC_MM_MAX_OPS) independent products over n_vec vectors as ONE thread-pool job: their rows are
+ * cut into pieces of about equal bytes (at multiples of 16 rows, as rwkvc_matmul cuts them) and the threads share
+ * the pieces of all products, so a token pays one hand-off instead of one per product. Each distinct input (same
+ * X, x_stride, columns and preparation) is prepared once. Every row is computed by the same kernel call on the
+ * same 16-row-aligned range as rwkvc_matmul would use, so the results are identical to n_ops rwkvc_matmul calls.
+ * No product may write what another reads.
+ */
+void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size_t n_vec);
 
 /* Row `token` of the embedding as fp32 (n_embd floats), dequantized with the type's traits. */
 void rwkvc_embed_row(const rwkvc_model *m, uint32_t token, float *out);

@@ -57,8 +57,7 @@ typedef struct {
     size_t ldy;
 } matmul_job;
 
-static void matmul_task(void *arg, size_t r0, size_t r1) {
-    const matmul_job *j = arg;
+static void matmul_rows(const matmul_job *j, size_t r0, size_t r1) {
     const rwkvc_weight *W = j->W;
     const rwkvc_matmul_kernels *k = W->kern;
     if (j->n_vec == 1) {
@@ -71,6 +70,10 @@ static void matmul_task(void *arg, size_t r0, size_t r1) {
                       W->cols);
         }
     }
+}
+
+static void matmul_task(void *arg, size_t r0, size_t r1) {
+    matmul_rows(arg, r0, r1);
 }
 
 void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_stride, size_t n_vec, float *Y,
@@ -94,4 +97,101 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
         return;
     }
     rwkvc_pool_for(c->pool, W->rows, 16, matmul_task, &j);
+}
+
+/* Pieces of a multi job: at most this many (the pool's 4 chunks per thread, plus one per product for rounding). */
+#define MM_MAX_PIECES 64
+
+typedef struct {
+    matmul_job jobs[RWKVC_MM_MAX_OPS];
+    size_t n_pieces;
+    uint8_t piece_op[MM_MAX_PIECES];
+    size_t piece_r0[MM_MAX_PIECES], piece_r1[MM_MAX_PIECES];
+} multi_job;
+
+static void multi_task(void *arg, size_t p0, size_t p1) {
+    const multi_job *mj = arg;
+    for (size_t p = p0; p < p1; p++) {
+        matmul_rows(&mj->jobs[mj->piece_op[p]], mj->piece_r0[p], mj->piece_r1[p]);
+    }
+}
+
+void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size_t n_vec) {
+    /* Activation bytes of every product, and whether they fit the context's slots. */
+    size_t need = 0;
+    for (size_t i = 0; i < n_ops; i++) {
+        const rwkvc_matmul_kernels *k = ops[i].W->kern;
+        need += (k->act_bytes ? k->act_bytes(ops[i].W->cols) : 0) * n_vec;
+    }
+    if (n_ops > RWKVC_MM_MAX_OPS || need > c->act_cap) {
+        for (size_t i = 0; i < n_ops; i++) {
+            rwkvc_matmul(c, ops[i].W, ops[i].X, ops[i].x_stride, n_vec, ops[i].Y, ops[i].ldy);
+        }
+        return;
+    }
+    multi_job mj;
+    char *act = c->act;
+    size_t total_bytes = 0, total_work = 0;
+    for (size_t i = 0; i < n_ops; i++) {
+        const rwkvc_weight *W = ops[i].W;
+        const rwkvc_matmul_kernels *k = W->kern;
+        matmul_job *j = &mj.jobs[i];
+        *j = (matmul_job){W, ops[i].X, ops[i].x_stride * sizeof(float), n_vec, ops[i].Y, ops[i].ldy};
+        size_t ab = k->act_bytes ? k->act_bytes(W->cols) : 0;
+        if (ab > 0) {
+            /* Reuse the prepared copy of an earlier product with the same input and preparation. */
+            const void *prep = NULL;
+            for (size_t q = 0; q < i && !prep; q++) {
+                const rwkvc_weight *Wq = ops[q].W;
+                if (ops[q].X == ops[i].X && ops[q].x_stride == ops[i].x_stride && Wq->cols == W->cols &&
+                    Wq->kern->prepare_act == k->prepare_act && Wq->kern->act_bytes == k->act_bytes) {
+                    prep = mj.jobs[q].X;
+                }
+            }
+            if (!prep) {
+                for (size_t t = 0; t < n_vec; t++) {
+                    k->prepare_act(ops[i].X + t * ops[i].x_stride, act + t * ab, W->cols);
+                }
+                prep = act;
+                act += ab * n_vec;
+            }
+            j->X = prep;
+            j->x_stride = ab;
+        }
+        total_bytes += W->rows * W->row_bytes;
+        total_work += W->rows * W->cols * n_vec;
+    }
+    /* Pieces of about total / want bytes each; every product gets at least one, cut at multiples of 16 rows. */
+    uint32_t nt = rwkvc_pool_threads(c->pool);
+    size_t want = (size_t)nt * 4;
+    if (want + n_ops > MM_MAX_PIECES) {
+        want = MM_MAX_PIECES - n_ops;
+    }
+    if (total_work < PARALLEL_MIN_WORK || nt <= 1) {
+        want = 1;
+    }
+    size_t target = (total_bytes + want - 1) / want;
+    mj.n_pieces = 0;
+    for (size_t i = 0; i < n_ops; i++) {
+        const rwkvc_weight *W = ops[i].W;
+        size_t units = (W->rows + 15) / 16;
+        size_t bytes = W->rows * W->row_bytes;
+        size_t k = target ? (bytes + target / 2) / target : 1;
+        k = k < 1 ? 1 : k > units ? units : k;
+        if (mj.n_pieces + k > MM_MAX_PIECES - (n_ops - 1 - i)) {
+            k = MM_MAX_PIECES - (n_ops - 1 - i) - mj.n_pieces;
+        }
+        for (size_t p = 0; p < k; p++) {
+            size_t r0 = units * p / k * 16, r1 = units * (p + 1) / k * 16;
+            mj.piece_op[mj.n_pieces] = (uint8_t)i;
+            mj.piece_r0[mj.n_pieces] = r0;
+            mj.piece_r1[mj.n_pieces] = r1 < W->rows ? r1 : W->rows;
+            mj.n_pieces++;
+        }
+    }
+    if (want == 1) {
+        multi_task(&mj, 0, mj.n_pieces);
+        return;
+    }
+    rwkvc_pool_for_each(c->pool, mj.n_pieces, multi_task, &mj);
 }

@@ -81,8 +81,11 @@ static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *ff
         rwkvc_legacy_shift_mu(b->a, ffn_prev, T, D, ly->ffn_mix_r, b->xr);
     }
     memcpy(ffn_prev, b->a + (T - 1) * D, D * sizeof(float));
-    rwkvc_matmul(c, &ly->ffn_r, b->xr, D, T, b->r, D);
-    rwkvc_matmul(c, &ly->ffn_k, b->xk, D, T, b->ffn, F);
+    const rwkvc_mm_op ops[2] = {
+        {&ly->ffn_r, b->xr, D, b->r, D},
+        {&ly->ffn_k, b->xk, D, b->ffn, F},
+    };
+    rwkvc_matmul_multi(c, ops, 2, T);
     for (size_t i = 0; i < T * F; i++) {
         float q = b->ffn[i] > 0.0f ? b->ffn[i] : 0.0f;
         b->ffn[i] = q * q;

@@ -91,10 +91,13 @@ static void v4_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
     rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_k, b->xk);
     rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_v, b->xv);
     rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_r, b->xr);
-    /* T2: projections. */
-    rwkvc_matmul(c, &ly->att_r, b->xr, D, T, b->r, D);
-    rwkvc_matmul(c, &ly->att_k, b->xk, D, T, b->k, D);
-    rwkvc_matmul(c, &ly->att_v, b->xv, D, T, b->v, D);
+    /* T2: projections, one pool job. */
+    const rwkvc_mm_op ops[3] = {
+        {&ly->att_r, b->xr, D, b->r, D},
+        {&ly->att_k, b->xk, D, b->k, D},
+        {&ly->att_v, b->xv, D, b->v, D},
+    };
+    rwkvc_matmul_multi(c, ops, 3, T);
     /* T3-T4: the WKV, token by token; channels are independent. */
     wkv_job j = {ly, st, b, T, D};
     rwkvc_parallel(c, D, T * D * 32, wkv_channels, &j);

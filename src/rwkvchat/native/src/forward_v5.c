@@ -140,14 +140,17 @@ static void v5_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
     rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_k, b->xk);
     rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_v, b->xv);
     rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_r, b->xr);
-    /* T2: projections; the gate's silu is applied with the group norm. */
-    rwkvc_matmul(c, &ly->att_r, b->xr, D, T, b->r, D);
-    rwkvc_matmul(c, &ly->att_k, b->xk, D, T, b->k, D);
-    rwkvc_matmul(c, &ly->att_v, b->xv, D, T, b->v, D);
     if (gated) {
         rwkvc_legacy_shift_mu(b->a, st, T, D, ly->mu_g, b->xg);
-        rwkvc_matmul(c, &ly->gate, b->xg, D, T, b->g, D);
     }
+    /* T2: projections, one pool job; the gate's silu is applied with the group norm. */
+    const rwkvc_mm_op ops[4] = {
+        {&ly->att_r, b->xr, D, b->r, D},
+        {&ly->att_k, b->xk, D, b->k, D},
+        {&ly->att_v, b->xv, D, b->v, D},
+        {&ly->gate, b->xg, D, b->g, D},
+    };
+    rwkvc_matmul_multi(c, ops, gated ? 4 : 3, T);
     /* T3-T5. */
     rwkvc_v5_wkv_out(c, ly, T, st, b, 0, gated);
 }

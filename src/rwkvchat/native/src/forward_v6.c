@@ -159,9 +159,11 @@ static void v6_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
     for (size_t i = 0; i < T * Rm5; i++) {
         b->lora[i] = tanhf(b->lora[i]);
     }
+    rwkvc_mm_op ops[5];
     for (int j = 0; j < 5; j++) {
-        rwkvc_matmul(c, &ly->maa_w2[j], b->lora + (size_t)j * Rm, Rm5, T, outs[j], D);
+        ops[j] = (rwkvc_mm_op){&ly->maa_w2[j], b->lora + (size_t)j * Rm, Rm5, outs[j], D};
     }
+    rwkvc_matmul_multi(c, ops, 5, T);
     /* T4: x_j = a + (prev - a) * (maa_j + m_j). */
     for (size_t t = 0; t < T; t++) {
         const float *at = b->a + t * D, *pt = t == 0 ? st : b->a + (t - 1) * D;
@@ -173,13 +175,17 @@ static void v6_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
             }
         }
     }
-    /* T5: projections; the gate's silu is applied with the group norm. */
-    rwkvc_matmul(c, &ly->att_r, b->xr, D, T, b->r, D);
-    rwkvc_matmul(c, &ly->att_k, b->xk, D, T, b->k, D);
-    rwkvc_matmul(c, &ly->att_v, b->xv, D, T, b->v, D);
-    rwkvc_matmul(c, &ly->gate, b->xg, D, T, b->g, D);
-    /* T6: d = exp(-exp(time_decay + tanh(x_w Wd1) Wd2)), in fp32, per token and channel. */
-    rwkvc_matmul(c, &ly->decay_w1, b->xw, D, T, b->lora, Rd);
+    /*
+     * T5: projections (the gate's silu is applied with the group norm) and the decay LoRA's first product
+     * (T6: d = exp(-exp(time_decay + tanh(x_w Wd1) Wd2)), in fp32, per token and channel), one pool job. The
+     * token-shift LoRA's hidden vectors in lora are no longer read, so Wd1 may write there.
+     */
+    ops[0] = (rwkvc_mm_op){&ly->att_r, b->xr, D, b->r, D};
+    ops[1] = (rwkvc_mm_op){&ly->att_k, b->xk, D, b->k, D};
+    ops[2] = (rwkvc_mm_op){&ly->att_v, b->xv, D, b->v, D};
+    ops[3] = (rwkvc_mm_op){&ly->gate, b->xg, D, b->g, D};
+    ops[4] = (rwkvc_mm_op){&ly->decay_w1, b->xw, D, b->lora, Rd};
+    rwkvc_matmul_multi(c, ops, 5, T);
     for (size_t i = 0; i < T * Rd; i++) {
         b->lora[i] = tanhf(b->lora[i]);
     }

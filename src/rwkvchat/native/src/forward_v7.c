@@ -116,7 +116,7 @@ typedef struct {
     float *vfirst;   /* block 0's v */
     float *y;        /* WKV output */
     float *tmp;      /* projection result added to x */
-    float *lora;     /* [T][max_rank] */
+    float *lora[4];  /* [T][max_rank] each: the hidden vectors of the w, a, g and v LoRAs */
     float *ffn;      /* [T][F] */
 } v7_bufs;
 
@@ -128,7 +128,7 @@ static size_t v7_scratch_floats(const rwkvc_model *m, size_t T) {
     size_t td = (T * D + 15) & ~(size_t)15;
     size_t tr = (T * m->max_rank + 15) & ~(size_t)15;
     size_t tf = (T * m->info.n_ffn + 15) & ~(size_t)15;
-    return N_TD_BUFS * td + tr + tf;
+    return N_TD_BUFS * td + 4 * tr + tf;
 }
 
 static void carve(const rwkvc_model *m, float *base, size_t T, v7_bufs *b) {
@@ -142,8 +142,10 @@ static void carve(const rwkvc_model *m, float *base, size_t T, v7_bufs *b) {
         *td_bufs[i] = p;
         p += td;
     }
-    b->lora = p;
-    p += tr;
+    for (int i = 0; i < 4; i++) {
+        b->lora[i] = p;
+        p += tr;
+    }
     b->ffn = p;
 }
 
@@ -155,40 +157,101 @@ static inline float sigmoidf(float x) {
     return 1.0f / (1.0f + expf(-x));
 }
 
-/* LoRA helper: out[t] = W2 act(W1 in[t]) over T tokens, with act 0 = none, 1 = tanh, 2 = sigmoid. */
-static void lora(rwkvc_ctx *c, const rwkvc_weight *W1, const rwkvc_weight *W2, const float *in, size_t T, int act,
-                 float *h, float *out) {
-    size_t D = c->model->info.n_embd, R = W1->rows;
-    rwkvc_matmul(c, W1, in, D, T, h, R);
-    if (act == 1) {
-        for (size_t i = 0; i < T * R; i++) {
-            h[i] = tanhf(h[i]);
-        }
-    } else if (act == 2) {
-        for (size_t i = 0; i < T * R; i++) {
-            h[i] = sigmoidf(h[i]);
-        }
-    }
-    rwkvc_matmul(c, W2, h, R, T, out, D);
-}
-
-/* The WKV recurrence (T9) for a range of heads over the chunk's T tokens. */
+/*
+ * Everything of the time mix between the LoRAs and the output projection is per channel or per head (T3..T8
+ * element-wise, T6 and T10 normalise within a head, T9 runs each head on its own, T11 sums within a head), so it
+ * runs as one job over heads: each head's channels go through T3..T8 for every token, then its WKV recurrence
+ * over the chunk, then T10..T12's gate. The arithmetic of each element is the same whatever the split.
+ */
 typedef struct {
     const rwkvc_model *m;
+    const rwkvc_layer *ly;
+    uint32_t l;
     rwkvc_wkv7_fn fn;
     size_t T;
     float *S;          /* layer state, [H][N][N] */
     const v7_bufs *b;
-} wkv_job;
+} head_job;
 
-static void wkv_heads(void *arg, size_t h0, size_t h1) {
-    const wkv_job *j = arg;
+static void head_pre(const head_job *j, size_t h, size_t t) {
+    const rwkvc_layer *ly = j->ly;
     const size_t D = j->m->info.n_embd, N = j->m->info.head_size;
+    const size_t o = t * D + h * N, c0 = h * N;
+    const v7_bufs *b = j->b;
+    float *dec = b->dec + o, *alpha = b->alpha + o, *k = b->k + o, *v = b->v + o;
+    float *kk = b->xw + o, *bb = b->xa + o;
+    const float *w0 = ly->w0 + c0, *a0 = ly->a0 + c0, *k_k = ly->k_k + c0, *k_a = ly->k_a + c0;
+    /* T3 / T4 finish: decay d = exp(-e^-0.5 * sigmoid(w0 + lora_w)), alpha = sigmoid(a0 + lora_a). */
+    for (size_t i = 0; i < N; i++) {
+        dec[i] = expf(-0.606531f * sigmoidf(w0[i] + dec[i]));
+        alpha[i] = sigmoidf(a0[i] + alpha[i]);
+    }
+    /* T6: kappa-hat = normalize(k * k_k) over the head, from k before T7. */
+    double ss = 0.0;
+    for (size_t n = 0; n < N; n++) {
+        float q = k[n] * k_k[n];
+        kk[n] = q;
+        ss += (double)q * q;
+    }
+    float norm = (float)sqrt(ss);
+    float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+    for (size_t n = 0; n < N; n++) {
+        kk[n] *= inv;
+    }
+    for (size_t i = 0; i < N; i++) {
+        /* T7: k <- k * (1 + (alpha - 1) * k_a). */
+        k[i] = k[i] * (1.0f + (alpha[i] - 1.0f) * k_a[i]);
+        bb[i] = kk[i] * alpha[i];
+    }
+    /* T8: value residual (block 0 keeps its v as v_first; tmp holds the value LoRA's output). */
+    if (j->l == 0) {
+        memcpy(b->vfirst + o, v, N * sizeof(float));
+    } else {
+        const float *vf = b->vfirst + o, *mx = b->tmp + o, *v0 = ly->v0 + c0;
+        for (size_t i = 0; i < N; i++) {
+            v[i] = v[i] + (vf[i] - v[i]) * sigmoidf(v0[i] + mx[i]);
+        }
+    }
+}
+
+static void head_post(const head_job *j, size_t h, size_t t) {
+    const rwkvc_layer *ly = j->ly;
+    const size_t D = j->m->info.n_embd, N = j->m->info.head_size;
+    const size_t o = t * D + h * N, c0 = h * N;
+    const v7_bufs *b = j->b;
+    float *y = b->y + o;
+    const float *r = b->r + o, *k = b->k + o, *v = b->v + o, *g = b->g + o, *r_k = ly->r_k + c0;
+    /* T10: group norm of the head (eps 64e-5), as rwkvc_group_norm does per group. */
+    rwkvc_layer_norm(y, y, ly->lnx_w + c0, ly->lnx_b + c0, N, 64e-5f);
+    /* T11: bonus (r . (k * r_k)) v. */
+    float s = 0.0f;
+    for (size_t n = 0; n < N; n++) {
+        s += r[n] * k[n] * r_k[n];
+    }
+    for (size_t n = 0; n < N; n++) {
+        y[n] += s * v[n];
+    }
+    /* T12 (gate). */
+    for (size_t i = 0; i < N; i++) {
+        y[i] *= g[i];
+    }
+}
+
+static void heads_task(void *arg, size_t h0, size_t h1) {
+    const head_job *j = arg;
+    const size_t D = j->m->info.n_embd, N = j->m->info.head_size;
+    const v7_bufs *b = j->b;
     for (size_t h = h0; h < h1; h++) {
         const size_t o = h * N;
-        /* xw holds kappa-hat (a = -kappa-hat) and xa holds b = kappa-hat * alpha at this point. */
-        j->fn(j->S + h * N * N, N, j->T, D, j->b->r + o, j->b->dec + o, j->b->k + o, j->b->v + o, j->b->xw + o,
-              j->b->xa + o, j->b->y + o);
+        for (size_t t = 0; t < j->T; t++) {
+            head_pre(j, h, t);
+        }
+        /* T9. xw holds kappa-hat (a = -kappa-hat) and xa holds b = kappa-hat * alpha at this point. */
+        j->fn(j->S + h * N * N, N, j->T, D, b->r + o, b->dec + o, b->k + o, b->v + o, b->xw + o, b->xa + o,
+              b->y + o);
+        for (size_t t = 0; t < j->T; t++) {
+            head_post(j, h, t);
+        }
     }
 }
 
@@ -222,85 +285,41 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
     token_shift(b->a, att_prev, T, D, ly->mix, 6, mixes);
     memcpy(att_prev, b->a + (T - 1) * D, D * sizeof(float));
 
-    /* T2: projections. */
-    rwkvc_matmul(c, &ly->att_r, b->xr, D, T, b->r, D);
-    rwkvc_matmul(c, &ly->att_k, b->xk, D, T, b->k, D);
-    rwkvc_matmul(c, &ly->att_v, b->xv, D, T, b->v, D);
-
-    /* T3: decay d = exp(-e^-0.5 * sigmoid(w0 + tanh(x_w W1) W2)). */
-    lora(c, &ly->w1, &ly->w2, b->xw, T, 1, b->lora, b->dec);
-    /* T4: alpha = sigmoid(a0 + (x_a A1) A2). */
-    lora(c, &ly->a1, &ly->a2, b->xa, T, 0, b->lora, b->alpha);
-    /* T5: g = sigmoid(x_g G1) G2. */
-    lora(c, &ly->g1, &ly->g2, b->xg, T, 2, b->lora, b->g);
-    /* T8 (its LoRA part): mix = sigmoid(v0 + (x_v V1) V2), into tmp. */
-    if (l > 0) {
-        lora(c, &ly->v1, &ly->v2, b->xv, T, 0, b->lora, b->tmp);
+    /*
+     * T2 and the first stage of the four LoRAs (T3, T4, T5, T8) read only the token-shifted inputs: one job.
+     * Block 0 has no value-residual LoRA.
+     */
+    const rwkvc_weight *W1[4] = {&ly->w1, &ly->a1, &ly->g1, &ly->v1};
+    const rwkvc_weight *W2[4] = {&ly->w2, &ly->a2, &ly->g2, &ly->v2};
+    const float *lin[4] = {b->xw, b->xa, b->xg, b->xv};
+    /* T3 decay LoRA -> dec, T4 alpha -> alpha, T5 gate -> g, T8 value-residual mix -> tmp. */
+    float *lout[4] = {b->dec, b->alpha, b->g, b->tmp};
+    const int n_lora = l > 0 ? 4 : 3;
+    rwkvc_mm_op ops[3 + 4] = {
+        {&ly->att_r, b->xr, D, b->r, D},
+        {&ly->att_k, b->xk, D, b->k, D},
+        {&ly->att_v, b->xv, D, b->v, D},
+    };
+    for (int i = 0; i < n_lora; i++) {
+        ops[3 + i] = (rwkvc_mm_op){W1[i], lin[i], D, b->lora[i], W1[i]->rows};
     }
-
-    for (size_t t = 0; t < T; t++) {
-        const size_t o = t * D;
-        float *dec = b->dec + o, *alpha = b->alpha + o, *k = b->k + o, *v = b->v + o;
-        float *kk = b->xw + o, *bb = b->xa + o;
-        for (size_t i = 0; i < D; i++) {
-            dec[i] = expf(-0.606531f * sigmoidf(ly->w0[i] + dec[i]));
-            alpha[i] = sigmoidf(ly->a0[i] + alpha[i]);
-        }
-        /* T6: kappa-hat = normalize(k * k_k) per head, from k before T7. */
-        for (size_t h = 0; h < H; h++) {
-            double ss = 0.0;
-            for (size_t n = 0; n < N; n++) {
-                float q = k[h * N + n] * ly->k_k[h * N + n];
-                kk[h * N + n] = q;
-                ss += (double)q * q;
-            }
-            float norm = (float)sqrt(ss);
-            float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-            for (size_t n = 0; n < N; n++) {
-                kk[h * N + n] *= inv;
-            }
-        }
-        for (size_t i = 0; i < D; i++) {
-            /* T7: k <- k * (1 + (alpha - 1) * k_a). */
-            k[i] = k[i] * (1.0f + (alpha[i] - 1.0f) * ly->k_a[i]);
-            bb[i] = kk[i] * alpha[i];
-        }
-        /* T8: value residual. */
-        if (l == 0) {
-            memcpy(b->vfirst + o, v, D * sizeof(float));
-        } else {
-            const float *vf = b->vfirst + o, *mx = b->tmp + o;
-            for (size_t i = 0; i < D; i++) {
-                v[i] = v[i] + (vf[i] - v[i]) * sigmoidf(ly->v0[i] + mx[i]);
-            }
-        }
+    rwkvc_matmul_multi(c, ops, 3 + (size_t)n_lora, T);
+    /* Hidden activations: tanh for the decay LoRA, sigmoid for the gate, none for alpha and the value mix. */
+    for (size_t i = 0; i < T * ly->w1.rows; i++) {
+        b->lora[0][i] = tanhf(b->lora[0][i]);
     }
-
-    /* T9: WKV recurrence, token by token, heads in parallel. */
-    wkv_job wj = {m, rwkvc_wkv7_get(m->isa), T, S, b};
-    rwkvc_parallel(c, H, T * H * N * N * 3, wkv_heads, &wj);
-
-    for (size_t t = 0; t < T; t++) {
-        const size_t o = t * D;
-        float *y = b->y + o;
-        const float *r = b->r + o, *k = b->k + o, *v = b->v + o, *g = b->g + o;
-        /* T10: group norm over heads (eps 64e-5). */
-        rwkvc_group_norm(y, ly->lnx_w, ly->lnx_b, H, N, 64e-5f);
-        /* T11: bonus (r . (k * r_k)) v per head. */
-        for (size_t h = 0; h < H; h++) {
-            float s = 0.0f;
-            for (size_t n = 0; n < N; n++) {
-                s += r[h * N + n] * k[h * N + n] * ly->r_k[h * N + n];
-            }
-            for (size_t n = 0; n < N; n++) {
-                y[h * N + n] += s * v[h * N + n];
-            }
-        }
-        /* T12 (gate). */
-        for (size_t i = 0; i < D; i++) {
-            y[i] *= g[i];
-        }
+    for (size_t i = 0; i < T * ly->g1.rows; i++) {
+        b->lora[2][i] = sigmoidf(b->lora[2][i]);
     }
+    for (int i = 0; i < n_lora; i++) {
+        ops[i] = (rwkvc_mm_op){W2[i], b->lora[i], W1[i]->rows, lout[i], D};
+    }
+    rwkvc_matmul_multi(c, ops, (size_t)n_lora, T);
+
+    /* T3..T12's gate, per head. */
+    head_job hj = {m, ly, l, rwkvc_wkv7_get(m->isa), T, S, b};
+    rwkvc_parallel(c, H, T * H * N * N * 3, heads_task, &hj);
+
     /* T12: output projection, added to the residual. */
     rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
     for (size_t i = 0; i < T * D; i++) {

@@ -169,23 +169,8 @@ uint32_t rwkvc_pool_threads(const rwkvc_pool *p) {
     return p ? p->n_threads : 1;
 }
 
-void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, void *arg) {
-    if (n == 0) {
-        return;
-    }
-    if (grain == 0) {
-        grain = 1;
-    }
-    if (!p || p->n_threads <= 1 || n <= grain) {
-        fn(arg, 0, n);
-        return;
-    }
-    /* About 4 chunks per thread, so a thread slowed by other load does not hold up the job. */
-    size_t units = (n + grain - 1) / grain;
-    size_t want = (size_t)p->n_threads * 4;
-    size_t per = (units + want - 1) / want;
-    size_t chunk = per * grain;
-    uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
+/* Publishes a job of n_chunks chunks of `chunk` items over [0, n), takes part in it, and waits for it. */
+static void run_job(rwkvc_pool *p, size_t n, size_t chunk, uint32_t n_chunks, rwkvc_task_fn fn, void *arg) {
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
     atomic_store_explicit(&p->n, n, memory_order_relaxed);
@@ -205,4 +190,35 @@ void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, voi
             sched_yield();
         }
     }
+}
+
+void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, void *arg) {
+    if (n == 0) {
+        return;
+    }
+    if (grain == 0) {
+        grain = 1;
+    }
+    if (!p || p->n_threads <= 1 || n <= grain) {
+        fn(arg, 0, n);
+        return;
+    }
+    /* About 4 chunks per thread, so a thread slowed by other load does not hold up the job. */
+    size_t units = (n + grain - 1) / grain;
+    size_t want = (size_t)p->n_threads * 4;
+    size_t per = (units + want - 1) / want;
+    size_t chunk = per * grain;
+    uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
+    run_job(p, n, chunk, n_chunks, fn, arg);
+}
+
+void rwkvc_pool_for_each(rwkvc_pool *p, size_t n, rwkvc_task_fn fn, void *arg) {
+    if (n == 0) {
+        return;
+    }
+    if (!p || p->n_threads <= 1 || n == 1) {
+        fn(arg, 0, n);
+        return;
+    }
+    run_job(p, n, 1, (uint32_t)n, fn, arg);
 }

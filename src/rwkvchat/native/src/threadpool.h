@@ -31,4 +31,10 @@ uint32_t rwkvc_pool_threads(const rwkvc_pool *p);
  */
 void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, void *arg);
 
+/*
+ * Calls fn(arg, i, i + 1) for every i < n, each index a chunk of its own (for jobs already cut into pieces of
+ * about equal cost); returns when all are done. Runs inline when the pool has one thread or n <= 1.
+ */
+void rwkvc_pool_for_each(rwkvc_pool *p, size_t n, rwkvc_task_fn fn, void *arg);
+
 #endif /* RWKVC_THREADPOOL_H */
