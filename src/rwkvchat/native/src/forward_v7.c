@@ -255,19 +255,74 @@ static void heads_task(void *arg, size_t h0, size_t h1) {
     }
 }
 
+/*
+ * Sequence-mode element-wise steps as jobs over tokens (one token's arithmetic is the same whatever the split, so
+ * results do not depend on the thread count). A single token's steps are too small to hand off and run inline.
+ */
+typedef struct {
+    const float *x;       /* [T][D] input of the layer norm */
+    float *a;             /* [T][D] its output */
+    const float *w, *b;   /* norm weight and bias, [D] */
+    float eps;
+    const float *prev0;   /* [D] the previous chunk's last normalised input (token shift of t = 0) */
+    const float *mu;      /* [n_mix][D] token-shift coefficients */
+    int n_mix;
+    float *const *outs;   /* n_mix outputs, [T][D] each */
+    size_t D;
+} shift_job;
+
+static void norm_task(void *arg, size_t t0, size_t t1) {
+    const shift_job *j = arg;
+    for (size_t t = t0; t < t1; t++) {
+        rwkvc_layer_norm(j->x + t * j->D, j->a + t * j->D, j->w, j->b, j->D, j->eps);
+    }
+}
+
 /* x_j = a + (prev - a) * mu_j for the n_mix coefficient vectors (token shift, T1). */
-static void token_shift(const float *a, const float *prev0, size_t T, size_t D, const float *mu, int n_mix,
-                        float *const *outs) {
-    for (size_t t = 0; t < T; t++) {
-        const float *at = a + t * D;
-        const float *pt = t == 0 ? prev0 : a + (t - 1) * D;
-        for (int j = 0; j < n_mix; j++) {
-            float *o = outs[j] + t * D;
-            const float *mj = mu + (size_t)j * D;
+static void shift_task(void *arg, size_t t0, size_t t1) {
+    const shift_job *j = arg;
+    const size_t D = j->D;
+    for (size_t t = t0; t < t1; t++) {
+        const float *at = j->a + t * D;
+        const float *pt = t == 0 ? j->prev0 : j->a + (t - 1) * D;
+        for (int k = 0; k < j->n_mix; k++) {
+            float *o = j->outs[k] + t * D;
+            const float *mk = j->mu + (size_t)k * D;
             for (size_t c = 0; c < D; c++) {
-                o[c] = at[c] + (pt[c] - at[c]) * mj[c];
+                o[c] = at[c] + (pt[c] - at[c]) * mk[c];
             }
         }
+    }
+}
+
+/* Layer norm of every token, then the token-shifted mixes; prev (the state's [D]) becomes the last token's. */
+static void norm_and_shift(rwkvc_ctx *c, shift_job *j, size_t T, float *prev) {
+    const size_t D = j->D;
+    rwkvc_parallel(c, T, T * D * 8, norm_task, j);
+    rwkvc_parallel(c, T, T * D * (size_t)j->n_mix * 2, shift_task, j);
+    memcpy(prev, j->a + (T - 1) * D, D * sizeof(float));
+}
+
+typedef struct {
+    float *x;
+    const float *y;
+    float *sq;            /* relu(sq)^2 in place, or NULL */
+} elem_job;
+
+/* x += y over [i0, i1). */
+static void add_task(void *arg, size_t i0, size_t i1) {
+    const elem_job *j = arg;
+    for (size_t i = i0; i < i1; i++) {
+        j->x[i] += j->y[i];
+    }
+}
+
+/* sq = relu(sq)^2 over [i0, i1). */
+static void relu_sq_task(void *arg, size_t i0, size_t i1) {
+    const elem_job *j = arg;
+    for (size_t i = i0; i < i1; i++) {
+        float q = j->sq[i] > 0.0f ? j->sq[i] : 0.0f;
+        j->sq[i] = q * q;
     }
 }
 
@@ -278,12 +333,9 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
     float *S = st + D;
 
     /* T1: normalised input and the six token-shifted mixes (r, w, k, v, a, g). */
-    for (size_t t = 0; t < T; t++) {
-        rwkvc_layer_norm(b->x + t * D, b->a + t * D, ly->ln1_w, ly->ln1_b, D, m->ln_eps);
-    }
     float *const mixes[6] = {b->xr, b->xw, b->xk, b->xv, b->xa, b->xg};
-    token_shift(b->a, att_prev, T, D, ly->mix, 6, mixes);
-    memcpy(att_prev, b->a + (T - 1) * D, D * sizeof(float));
+    shift_job sj = {b->x, b->a, ly->ln1_w, ly->ln1_b, m->ln_eps, att_prev, ly->mix, 6, mixes, D};
+    norm_and_shift(c, &sj, T, att_prev);
 
     /*
      * T2 and the first stage of the four LoRAs (T3, T4, T5, T8) read only the token-shifted inputs: one job.
@@ -322,31 +374,24 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
 
     /* T12: output projection, added to the residual. */
     rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
-    for (size_t i = 0; i < T * D; i++) {
-        b->x[i] += b->tmp[i];
-    }
+    elem_job add = {b->x, b->tmp, NULL};
+    rwkvc_parallel(c, T * D, T * D, add_task, &add);
 }
 
 static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, v7_bufs *b) {
     const rwkvc_model *m = c->model;
     const size_t D = m->info.n_embd, N = m->info.head_size, F = m->info.n_ffn;
     float *ffn_prev = st + D + D * N;
-    for (size_t t = 0; t < T; t++) {
-        rwkvc_layer_norm(b->x + t * D, b->a + t * D, ly->ln2_w, ly->ln2_b, D, m->ln_eps);
-    }
     float *const outs[1] = {b->xk};
-    token_shift(b->a, ffn_prev, T, D, ly->ffn_mix_k, 1, outs);
-    memcpy(ffn_prev, b->a + (T - 1) * D, D * sizeof(float));
+    shift_job sj = {b->x, b->a, ly->ln2_w, ly->ln2_b, m->ln_eps, ffn_prev, ly->ffn_mix_k, 1, outs, D};
+    norm_and_shift(c, &sj, T, ffn_prev);
     /* out = Wv relu(Wk xk)^2 */
     rwkvc_matmul(c, &ly->ffn_k, b->xk, D, T, b->ffn, F);
-    for (size_t i = 0; i < T * F; i++) {
-        float q = b->ffn[i] > 0.0f ? b->ffn[i] : 0.0f;
-        b->ffn[i] = q * q;
-    }
+    elem_job sq = {NULL, NULL, b->ffn};
+    rwkvc_parallel(c, T * F, T * F, relu_sq_task, &sq);
     rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, T, b->tmp, D);
-    for (size_t i = 0; i < T * D; i++) {
-        b->x[i] += b->tmp[i];
-    }
+    elem_job add = {b->x, b->tmp, NULL};
+    rwkvc_parallel(c, T * D, T * D, add_task, &add);
 }
 
 static void v7_eval_chunk(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *state, float *logits,
