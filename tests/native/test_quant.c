@@ -3,7 +3,8 @@
  *
  * 1. Every SIMD kernel set (AVX2, AVX-512 where this CPU has it) against the scalar reference of the same type:
  *    prepared activations bit-identical; matvec and matmat outputs equal up to float summation order, on random
- *    quantized matrices and on random raw blocks, for 1..20 blocks per row and 1..37 rows, with row sub-ranges.
+ *    quantized matrices and on random raw blocks, for 1..20 blocks per row and 1..37 rows, with row sub-ranges,
+ *    and one shape wider than the matvec kernels' per-call activation buffers (16640 columns).
  * 2. Reference quantize -> dequantize relative RMSE on Gaussian data within quant-formats.md's figures x 1.5.
  * 3. Hand-derived reference blocks (Q4_0, Q8_0, Q4_1) that pin the exact ggml rounding rules.
  * 4. rwkvc_quantize / rwkvc_dequantize argument checks.
@@ -207,6 +208,12 @@ static void test_simd_vs_ref(const char *isa, const rwkvc_matmul_kernels *(*regi
         /* Sequence mode beyond one packed row block (64 rows) and two vector groups (16 vectors). */
         {
             const double w = compare_shape(type, tr, ref, simd, isa, 150, tr->block_size == 256 ? 2 : 5, 19, 0);
+            worst = w > worst ? w : worst;
+            shapes++;
+        }
+        /* Rows wider than the matvec kernels' per-call stack buffers (16384 columns): their fallback path. */
+        {
+            const double w = compare_shape(type, tr, ref, simd, isa, 5, 16640 / tr->block_size, 1, 1);
             worst = w > worst ? w : worst;
             shapes++;
         }

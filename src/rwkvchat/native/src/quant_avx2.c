@@ -29,6 +29,12 @@ static size_t act_bytes_avx2(size_t cols) {
 ALWAYS_INLINE void matvec_generic(int type, const void *W, size_t row_bytes, const void *x, float *y, size_t r0,
                                   size_t r1, size_t cols) {
     const act_view xs[1] = {view_of(x, cols)};
+    if (type == T_Q6_K && cols <= Q6K_MV_MAX_COLS) {
+        int16_t p32[Q6K_MV_MAX_COLS / 2];
+        q6k_mv_prep(xs, cols, p32);
+        rows_q6k_mv_256((const uint8_t *)W, row_bytes, xs, p32, y, r0, r1, cols);
+        return;
+    }
     rows_any_256(type, 1, 0, (const uint8_t *)W, row_bytes, xs, y, 0, r0, r1, cols);
 }
 

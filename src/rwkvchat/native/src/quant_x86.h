@@ -19,9 +19,17 @@
  * Software prefetch distance for the weight stream, in bytes ahead of the block being read. Decode is a pure
  * sequential read from DRAM; without it, each thread alternates between waiting for memory and computing (measured
  * 1 thread from DRAM: 5.6 GB/s against 11 GB/s from cache and 10 GB/s of plain reading), with it the two overlap.
+ * Two settings, chosen per kernel by measurement (2 threads, 1 GiB matrices, median of 9 back-to-back pairs
+ * against a plain read): PREFETCH into L1 2 KB ahead suits the 256-bit kernels of the 4- and 5-bit 32-element
+ * types (AVX2 Q4_0 0.83-0.85, Q5_1 0.79-0.83, against 0.76-0.80 / 0.70-0.75 with the other) and the K-quants
+ * (no difference measured); PREFETCH_FAR into L2 (hint T2) 8 KB ahead suits Q8_0 (0.83-0.87 -> 0.95-0.98) and the
+ * faster kernels (Q6_K, the 512-bit ones), where L1 prefetches that far ahead hold the line fill buffers that
+ * demand loads need.
  */
 #define PREFETCH_BYTES 2048
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + PREFETCH_BYTES, _MM_HINT_T0)
+#define PREFETCH_FAR_BYTES 8192
+#define PREFETCH_FAR(p) _mm_prefetch((const char *)(p) + PREFETCH_FAR_BYTES, _MM_HINT_T2)
 
 /* Row tile for matmat: 16 rows of a 4096-column Q8_0 matrix are 70 KB, about an L2 slice. */
 #define ROW_TILE 16
@@ -259,9 +267,14 @@ ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size
             accm1[t] = 0.0f;
         }
         for (; b + 2 <= nb; b += 2) {
-            PREFETCH(row + b * bb);
-            if (bb * 2 > 64) {
-                PREFETCH(row + b * bb + 64);
+            if (type == T_Q8_0) {
+                PREFETCH_FAR(row + b * bb);
+                PREFETCH_FAR(row + b * bb + 64);
+            } else {
+                PREFETCH(row + b * bb);
+                if (bb * 2 > 64) {
+                    PREFETCH(row + b * bb + 64);
+                }
             }
             step32_256(type, nv, vnni, row + b * bb, b, xs, acc0, accm0);
             step32_256(type, nv, vnni, row + (b + 1) * bb, b + 1, xs, acc1, accm1);
@@ -416,6 +429,84 @@ ALWAYS_INLINE void rows_q6k_256(int nv, const uint8_t *W, size_t row_bytes, cons
         for (int t = 0; t < nv; t++) {
             Y[t * ldy + r] = hsum8(_mm256_add_ps(acc[0][t], acc[1][t]));
         }
+    }
+}
+
+/*
+ * matvec of Q6_K on 256-bit registers with unsigned quants: q (0..63) goes straight into vpmaddubsw (pairs at most
+ * 2 * 63 * 127 = 16002, exact in int16) and the -32 offset is one subtraction of 32 * (the activation's pair sums),
+ * prepared once per call (q6k_mv_prep, cols int16 values): no offset subtraction and no two vpsignb per 32
+ * elements. The per-block factors d * d_x come from one 8-wide multiply per super-block, broadcast from memory.
+ * The int16 scales are applied by vpmaddwd as in rows_q6k_256.
+ */
+#define Q6K_MV_MAX_COLS 16384
+
+ALWAYS_INLINE void q6k_mv_prep(const act_view *xv, size_t cols, int16_t *p32) {
+    const __m256i one = _mm256_set1_epi8(1);
+    for (size_t c = 0; c < cols; c += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(xv->q + c));
+        _mm256_storeu_si256((__m256i *)(p32 + c / 2), _mm256_slli_epi16(_mm256_maddubs_epi16(one, x), 5));
+    }
+}
+
+ALWAYS_INLINE void rows_q6k_mv_256(const uint8_t *W, size_t row_bytes, const act_view *xs, const int16_t *p32,
+                                   float *y, size_t r0, size_t r1, size_t cols) {
+    const size_t nsb = cols / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    for (size_t r = r0; r < r1; r++) {
+        const rwkvc_block_q6_K *row = (const rwkvc_block_q6_K *)(W + r * row_bytes);
+        __m256 acc0 = _mm256_setzero_ps();
+        __m256 acc1 = _mm256_setzero_ps();
+        for (size_t i = 0; i < nsb; i++) {
+            const rwkvc_block_q6_K *blk = &row[i];
+            PREFETCH_FAR(blk);
+            PREFETCH_FAR((const char *)blk + 64);
+            PREFETCH_FAR((const char *)blk + 128);
+            PREFETCH_FAR((const char *)blk + 192);
+            float cs[8];
+            _mm256_storeu_ps(cs, _mm256_mul_ps(_mm256_set1_ps(h2f(&blk->d)), _mm256_loadu_ps(xs->d + i * 8)));
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));
+                const __m256i hh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4));
+                /* The half's 8 scales as int16 in both 128-bit lanes; one vpshufb per 32 elements spreads them. */
+                const __m256i s16 = _mm256_broadcastsi128_si256(
+                    _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(blk->scales + 8 * h))));
+#pragma GCC unroll 4
+                for (int g = 0; g < 4; g++) {
+                    const __m256i scv = _mm256_shuffle_epi8(s16, _mm256_setr_epi8(
+                        (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1), (char)(4 * g),
+                        (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1),
+                        (char)(4 * g), (char)(4 * g + 1), (char)(4 * g), (char)(4 * g + 1), (char)(4 * g),
+                        (char)(4 * g + 1), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2),
+                        (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2),
+                        (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2),
+                        (char)(4 * g + 3), (char)(4 * g + 2), (char)(4 * g + 3), (char)(4 * g + 2),
+                        (char)(4 * g + 3)));
+                    const size_t b = i * 8 + 4 * h + g;
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(xs->q + b * QK));
+                    const __m256i pr = _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], x),
+                                                        _mm256_loadu_si256((const __m256i *)(p32 + b * 16)));
+                    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pr, scv));
+                    if (g & 1) {
+                        acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[4 * h + g]), p, acc1);
+                    } else {
+                        acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[4 * h + g]), p, acc0);
+                    }
+                }
+            }
+        }
+        y[r] = hsum8(_mm256_add_ps(acc0, acc1));
     }
 }
 
