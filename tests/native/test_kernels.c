@@ -4,8 +4,10 @@
  *
  * Matrices are random with rows 1..70 and column counts that are and are not multiples of the SIMD widths.
  * SIMD sums in a different order than the reference, so the check is |y - y_ref| <= 2e-6 * sum_c |W x| per
- * output (a bound that a wrong element or a dropped column tail breaks by orders of magnitude). Within one
- * kernel set, matvec and matmat must agree bit for bit, and rows outside [row_begin, row_end) must stay untouched.
+ * output (a bound that a wrong element or a dropped column tail breaks by orders of magnitude). Rows outside
+ * [row_begin, row_end) must stay untouched. Below RWKVC_GEMM_MIN_VEC vectors, matvec and matmat of one kernel set
+ * must agree bit for bit; from it on, a set with a blocked GEMM must give rwkvc_float_matmat_fma_ref's bits
+ * exactly (checked here on odd shapes and, in check_gemm, on shapes that span several row and column blocks).
  */
 #include <math.h>
 #include <stdint.h>
@@ -50,18 +52,23 @@ static float frand(void) {
 static const uint32_t TYPES[3] = {0, 1, 30};
 static const size_t COLS[] = {1, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 129, 256, 1000};
 static const size_t ROWS[] = {1, 2, 3, 4, 5, 7, 16, 17, 33, 70};
-static const size_t NVEC[] = {1, 2, 3, 4, 5, 6, 9};
+static const size_t NVEC[] = {1, 2, 3, 4, 5, 6, 9, 15, 16, 17, 33, 64, 70};
+#define NVEC_MAX 70
 
 #define SENTINEL 12345.0f
 
+/*
+ * gemm: whether the set runs the blocked GEMM from RWKVC_GEMM_MIN_VEC vectors on (its matmat must then equal
+ * rwkvc_float_matmat_fma_ref bit for bit there); otherwise matmat must equal matvec bit for bit at every n_vec.
+ */
 static void check_set(const char *isa_name, uint32_t type, const rwkvc_matmul_kernels *ks,
-                      const rwkvc_matmul_kernels *kr) {
+                      const rwkvc_matmul_kernels *kr, int gemm) {
     const rwkvc_type_traits *tr = rwkvc_type_traits_get(type);
     for (size_t ci = 0; ci < sizeof(COLS) / sizeof(COLS[0]); ci++) {
         for (size_t ri = 0; ri < sizeof(ROWS) / sizeof(ROWS[0]); ri++) {
             size_t cols = COLS[ci], rows = ROWS[ri];
             size_t row_bytes = cols * tr->block_bytes;
-            size_t nmax = 9;
+            size_t nmax = NVEC_MAX;
             float *wf = malloc(rows * cols * sizeof(float));
             void *w = malloc(rows * row_bytes);
             float *wd = malloc(rows * cols * sizeof(float));
@@ -72,6 +79,7 @@ static void check_set(const char *isa_name, uint32_t type, const rwkvc_matmul_ke
             float *yr = malloc(nmax * ldy * sizeof(float));
             float *ys = malloc(nmax * ldy * sizeof(float));
             float *yv = malloc(ldy * sizeof(float));
+            float *yf = malloc(nmax * ldy * sizeof(float));
             for (size_t i = 0; i < rows * cols; i++) {
                 wf[i] = frand();
             }
@@ -110,13 +118,23 @@ static void check_set(const char *isa_name, uint32_t type, const rwkvc_matmul_ke
                         yv[r] = SENTINEL;
                     }
                     ks->matvec(w, row_bytes, x + t * xs, yv, r0, r1, cols);
-                    for (size_t r = r0; r < r1; r++) {
+                    for (size_t r = r0; r < r1 && !(gemm && n >= RWKVC_GEMM_MIN_VEC); r++) {
                         CHECK(memcmp(&yv[r], &ys[t * ldy + r], sizeof(float)) == 0,
                               "%s %s matvec != matmat at rows %zu cols %zu n %zu t %zu r %zu", isa_name, tr->name,
                               rows, cols, n, t, r);
                     }
                     CHECK(r0 == 0 || yv[0] == SENTINEL, "%s %s matvec wrote row 0 outside its range", isa_name,
                           tr->name);
+                }
+                if (gemm && n >= RWKVC_GEMM_MIN_VEC) {
+                    /* The GEMM's bits are those of the FMA-chain reference. */
+                    for (size_t i = 0; i < nmax * ldy; i++) {
+                        yf[i] = SENTINEL;
+                    }
+                    rwkvc_float_matmat_fma_ref(type, w, row_bytes, x, xs * sizeof(float), n, yf, ldy, r0, r1, cols);
+                    CHECK(memcmp(yf, ys, n * ldy * sizeof(float)) == 0,
+                          "%s %s GEMM != FMA-chain reference at rows %zu cols %zu n %zu", isa_name, tr->name, rows,
+                          cols, n);
                 }
             }
             free(wf);
@@ -126,7 +144,70 @@ static void check_set(const char *isa_name, uint32_t type, const rwkvc_matmul_ke
             free(yr);
             free(ys);
             free(yv);
+            free(yf);
         }
+    }
+}
+
+/*
+ * The GEMM on shapes that span several row blocks, column blocks and token blocks, called on row ranges as the
+ * thread pool cuts them (and on odd ones): bits equal to the FMA-chain reference, tolerance against the plain one.
+ */
+static void check_gemm(const char *isa_name, uint32_t type, const rwkvc_matmul_kernels *ks,
+                       const rwkvc_matmul_kernels *kr) {
+    static const struct {
+        size_t rows, cols, n, r0, r1;
+    } CASES[] = {
+        {400, 1000, 64, 0, 400}, {397, 129, 70, 3, 395}, {256, 300, 130, 16, 240},
+        {450, 64, RWKVC_GEMM_MIN_VEC, 0, 449}, {200, 17, 33, 1, 200}, {333, 200, 40, 5, 330}, {50, 31, 50, 0, 50},
+    };
+    const rwkvc_type_traits *tr = rwkvc_type_traits_get(type);
+    for (size_t ci = 0; ci < sizeof(CASES) / sizeof(CASES[0]); ci++) {
+        size_t rows = CASES[ci].rows, cols = CASES[ci].cols, n = CASES[ci].n, r0 = CASES[ci].r0, r1 = CASES[ci].r1;
+        size_t row_bytes = cols * tr->block_bytes, xs = cols + 3, ldy = rows + 1;
+        float *wf = malloc(rows * cols * sizeof(float));
+        void *w = malloc(rows * row_bytes);
+        float *x = malloc(n * xs * sizeof(float));
+        float *ys = malloc(n * ldy * sizeof(float)), *yf = malloc(n * ldy * sizeof(float));
+        float *yr = malloc(n * ldy * sizeof(float));
+        for (size_t i = 0; i < rows * cols; i++) {
+            wf[i] = frand();
+        }
+        tr->quantize_row(wf, w, rows * cols);
+        for (size_t i = 0; i < n * xs; i++) {
+            x[i] = frand();
+        }
+        for (size_t i = 0; i < n * ldy; i++) {
+            ys[i] = yf[i] = yr[i] = SENTINEL;
+        }
+        /* Two calls on the halves of the range, split at a multiple of 16 as the pool does. */
+        size_t mid = r0 + ((r1 - r0) / 2) / 16 * 16;
+        ks->matmat(w, row_bytes, x, xs * sizeof(float), n, ys, ldy, r0, mid, cols);
+        ks->matmat(w, row_bytes, x, xs * sizeof(float), n, ys, ldy, mid, r1, cols);
+        rwkvc_float_matmat_fma_ref(type, w, row_bytes, x, xs * sizeof(float), n, yf, ldy, r0, r1, cols);
+        kr->matmat(w, row_bytes, x, xs * sizeof(float), n, yr, ldy, r0, r1, cols);
+        CHECK(memcmp(yf, ys, n * ldy * sizeof(float)) == 0, "%s %s GEMM rows %zu cols %zu n %zu != FMA reference",
+              isa_name, tr->name, rows, cols, n);
+        double worst = 0.0;
+        for (size_t t = 0; t < n; t++) {
+            for (size_t r = r0; r < r1; r++) {
+                double d = fabs((double)ys[t * ldy + r] - yr[t * ldy + r]), mag = 0.0;
+                const float *xt = x + t * xs;
+                for (size_t c = 0; c < cols; c++) {
+                    mag += fabs((double)wf[r * cols + c] * xt[c]);
+                }
+                /* Quantized weights differ from wf by at most 2^-8 relative, well inside the bound's slack. */
+                worst = d / (mag * 1.01 + 1e-30) > worst ? d / (mag * 1.01 + 1e-30) : worst;
+            }
+        }
+        CHECK(worst <= 2e-6, "%s %s GEMM rows %zu cols %zu n %zu: |y - ref| up to %g x sum|W x|", isa_name, tr->name,
+              rows, cols, n, worst);
+        free(wf);
+        free(w);
+        free(x);
+        free(ys);
+        free(yf);
+        free(yr);
     }
 }
 
@@ -270,10 +351,11 @@ int main(void) {
     for (int i = 0; i < 3; i++) {
         const rwkvc_matmul_kernels *kr = rwkvc_float_kernels_ref(TYPES[i]);
         /* The reference against itself checks the harness (sentinels, tolerance). */
-        check_set("scalar", TYPES[i], kr, kr);
+        check_set("scalar", TYPES[i], kr, kr, 0);
 #if defined(TEST_X86)
         if (f->avx2) {
-            check_set("avx2", TYPES[i], rwkvc_float_kernels_avx2(TYPES[i]), kr);
+            check_set("avx2", TYPES[i], rwkvc_float_kernels_avx2(TYPES[i]), kr, 1);
+            check_gemm("avx2", TYPES[i], rwkvc_float_kernels_avx2(TYPES[i]), kr);
             n_sets++;
             if (i == 0) {
                 check_wkv("avx2", rwkvc_wkv7_get(RWKVC_ISA_AVX2));
@@ -281,7 +363,8 @@ int main(void) {
             }
         }
         if (f->avx512) {
-            check_set("avx512", TYPES[i], rwkvc_float_kernels_avx512(TYPES[i]), kr);
+            check_set("avx512", TYPES[i], rwkvc_float_kernels_avx512(TYPES[i]), kr, 1);
+            check_gemm("avx512", TYPES[i], rwkvc_float_kernels_avx512(TYPES[i]), kr);
             n_sets++;
             if (i == 0) {
                 check_wkv("avx512", rwkvc_wkv7_get(RWKVC_ISA_AVX512));
@@ -291,7 +374,7 @@ int main(void) {
 #endif
 #if defined(TEST_ARM)
         if (f->neon) {
-            check_set("neon", TYPES[i], rwkvc_float_kernels_neon(TYPES[i]), kr);
+            check_set("neon", TYPES[i], rwkvc_float_kernels_neon(TYPES[i]), kr, 0);
             n_sets++;
         }
 #endif

@@ -55,10 +55,28 @@ typedef struct {
      * - X: n_vec prepared activations, x_stride bytes apart (float32[cols] each when act_bytes is 0).
      * - Y: row t starts at Y + t * ldy (ldy >= rows floats).
      * May be NULL: the caller then loops matvec over t (correct, slower).
+     * Float-weight SIMD kernels with n_vec >= RWKVC_GEMM_MIN_VEC may sum in another order than matvec (a blocked
+     * GEMM: see rwkvc_float_matmat_fma_ref); below it, and for quantized types, row t equals matvec of X_t bit
+     * for bit.
      */
     void (*matmat)(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec, float *Y,
                    size_t ldy, size_t row_begin, size_t row_end, size_t cols);
 } rwkvc_matmul_kernels;
+
+/*
+ * Sequence-mode threshold of the float (f32/f16/bf16) SIMD kernels: matmat with at least this many vectors runs
+ * a blocked GEMM whose outputs are each one fp32 fused multiply-add chain over the columns in order, which is
+ * faster for many tokens but not bit-identical with matvec.
+ */
+#define RWKVC_GEMM_MIN_VEC 32
+
+/*
+ * Scalar reference of that GEMM: Y[t][r] = fmaf chain over c = 0 .. cols-1 of W[r][c] * X_t[c], starting from 0,
+ * for t < n_vec and r in [row_begin, row_end). Arguments as matmat's; type is 0 (f32), 1 (f16) or 30 (bf16),
+ * other types are ignored. The SIMD GEMMs must give these bits exactly.
+ */
+void rwkvc_float_matmat_fma_ref(uint32_t type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
+                                size_t n_vec, float *Y, size_t ldy, size_t row_begin, size_t row_end, size_t cols);
 
 /* Traits of a type, or NULL if the type is unknown to this library. */
 const rwkvc_type_traits *rwkvc_type_traits_get(uint32_t type);

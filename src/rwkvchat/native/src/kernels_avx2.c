@@ -1,10 +1,12 @@
 /*
  * kernels_avx2.c: AVX2 + FMA + F16C matrix kernels for float weights (f32, f16, bf16).
  *
- * Same scheme as kernels_avx512.c with 8 lanes: weights become fp32 in registers, accumulation is fp32, and a
- * tile of up to 4 rows x 2 vectors (8 accumulators; 16 ymm registers in all) reads each weight chunk once per
- * 2 vectors. Every (row, vector) pair is accumulated in the same order whatever the tile, so matvec and matmat
- * agree bit for bit. The column tail (cols % 8) is loaded through a zero-padded buffer.
+ * Same schemes as kernels_avx512.c with 8 lanes: weights become fp32 in registers, accumulation is fp32.
+ * - matvec, and matmat below RWKVC_GEMM_MIN_VEC vectors: a dot-product tile of up to 4 rows x 2 vectors (8
+ *   accumulators; 16 ymm registers in all) reads each weight chunk once per 2 vectors. Every (row, vector) pair
+ *   is accumulated in the same order whatever the tile, so matvec and these matmat calls agree bit for bit.
+ * - matmat from RWKVC_GEMM_MIN_VEC vectors on: the blocked GEMM below (bits of rwkvc_float_matmat_fma_ref).
+ * The column tail (cols % 8) is loaded through a zero-padded buffer or masked loads.
  */
 #include <immintrin.h>
 #include <stddef.h>
@@ -145,6 +147,226 @@ RWKVC_INLINE void matmat_generic(const void *W, size_t row_bytes, const void *X,
     }
 }
 
+/*
+ * ---- Blocked GEMM (sequence mode), as in kernels_avx512.c with 8 lanes ----
+ *
+ * Y[t][r] = sum_c W[r][c] X[t][c] for n_vec >= RWKVC_GEMM_MIN_VEC, lanes along tokens:
+ * - token blocks of up to GB_T = 64 tokens, cut into NS = ceil(nt / 16) sub-blocks of 16 (padding lanes zero);
+ * - row blocks of GB_MC rows whose partial sums live in cb (float32[GB_MC][GB_T], tokens contiguous);
+ * - column blocks of GB_KC: X's block is transposed once into xt (float32[GB_KC][NS * 16]);
+ * - micro-tile: MR = 6 rows x 2 vectors of 8 tokens = 12 ymm accumulators (of 16 registers); f16/bf16 rows are
+ *   converted once into wb and reused by all NS sub-blocks.
+ * Each output starts at 0 and takes one FMA per column, columns in order: the bits of rwkvc_float_matmat_fma_ref,
+ * the same as the AVX-512 GEMM's. Scratch lives on the stack (about 83 KB).
+ */
+#define GB_T 64
+#define GB_MR 6
+#define GB_KC 128
+#define GB_MC 192
+/* Prefetch distance of the weights, in micro-tiles. */
+#define GB_PF_TILES 2
+
+/* Lanes [0, n) set, as maskload/maskstore want them (sign bits). */
+RWKVC_INLINE __m256i lane_mask(size_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Transposes an 8 x 8 block held in 8 registers: lane j of r[i] moves to lane i of r[j]. */
+RWKVC_INLINE void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[g + c] holds, in 128-bit half h, column 4h + c of rows g..g+3. */
+    for (int g = 0; g < 8; g += 4) {
+        u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+        u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
+
+/* xt[k][8 g + l] = X[8 g + l][k0 + k] for k < kc, g < 2 NS; zero for tokens >= nt. */
+static void pack_xt(const char *X, size_t x_stride, size_t nt, size_t NS, size_t k0, size_t kc, float *xt) {
+    const size_t stride = NS * 16;
+    for (size_t g = 0; g < 2 * NS; g++) {
+        for (size_t kk = 0; kk < kc; kk += 8) {
+            size_t n = kc - kk < 8 ? kc - kk : 8;
+            __m256i m = lane_mask(n);
+            __m256 v[8];
+            for (int l = 0; l < 8; l++) {
+                size_t t = g * 8 + (size_t)l;
+                v[l] = t < nt ? _mm256_maskload_ps((const float *)(X + t * x_stride) + k0 + kk, m)
+                              : _mm256_setzero_ps();
+            }
+            transpose8(v);
+            for (int c = 0; c < 8; c++) {
+                if ((size_t)c < n) {
+                    _mm256_store_ps(xt + (kk + (size_t)c) * stride + g * 8, v[c]);
+                }
+            }
+        }
+    }
+}
+
+/*
+ * Micro-tile over one 16-token sub-block: cb[i][l] = (first ? 0 : cb[i][l]) + sum_{k < kc} w[i][k] * xt[k][l],
+ * one FMA per k in order, for i < MR, l < 16 (xt rows xs floats apart, cb rows GB_T apart). When pf is not NULL,
+ * the rows of a later tile (MR rows pf_stride apart, from pf) are prefetched a line every few columns.
+ */
+RWKVC_INLINE void micro(const float *const *w, const float *xt, size_t xs, size_t kc, float *cb, int first,
+                        const char *pf, size_t pf_stride, int MR, int es) {
+    __m256 acc[GB_MR][2];
+    for (int i = 0; i < MR; i++) {
+        for (int j = 0; j < 2; j++) {
+            acc[i][j] = first ? _mm256_setzero_ps() : _mm256_load_ps(cb + i * GB_T + j * 8);
+        }
+    }
+    const size_t pf_lines = pf ? (kc * (size_t)es + 63) / 64 + 1 : 0;
+    size_t pf_every = pf ? kc / ((size_t)MR * pf_lines) : kc;
+    pf_every = pf_every ? pf_every : 1;
+    size_t k = 0;
+    for (int i = 0; i < MR && pf; i++) {
+        uintptr_t line = ((uintptr_t)pf + (size_t)i * pf_stride) & ~(uintptr_t)63;
+        for (size_t l = 0; l < pf_lines; l++, line += 64) {
+            _mm_prefetch((const char *)line, _MM_HINT_T1);
+            size_t end = k + pf_every < kc ? k + pf_every : kc;
+            for (; k < end; k++) {
+                __m256 x0 = _mm256_load_ps(xt + k * xs), x1 = _mm256_load_ps(xt + k * xs + 8);
+                for (int r = 0; r < MR; r++) {
+                    __m256 b = _mm256_broadcast_ss(w[r] + k);
+                    acc[r][0] = _mm256_fmadd_ps(b, x0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(b, x1, acc[r][1]);
+                }
+            }
+        }
+    }
+    for (; k < kc; k++) {
+        __m256 x0 = _mm256_load_ps(xt + k * xs), x1 = _mm256_load_ps(xt + k * xs + 8);
+        for (int r = 0; r < MR; r++) {
+            __m256 b = _mm256_broadcast_ss(w[r] + k);
+            acc[r][0] = _mm256_fmadd_ps(b, x0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(b, x1, acc[r][1]);
+        }
+    }
+    for (int i = 0; i < MR; i++) {
+        for (int j = 0; j < 2; j++) {
+            _mm256_store_ps(cb + i * GB_T + j * 8, acc[i][j]);
+        }
+    }
+}
+
+/* Rows [r, r + MR) x columns [k0, k0 + kc) for all NS sub-blocks; f16/bf16 rows are converted into wb first. */
+RWKVC_INLINE void gemm_tile(const char *W, size_t row_bytes, size_t r, size_t k0, size_t kc, const float *xt,
+                            size_t NS, float *cb, float *wb, int first, const char *pf, int MR, int wt) {
+    const size_t es = wt == WT_F32 ? 4 : 2;
+    const char *row = W + r * row_bytes;
+    const float *w[GB_MR];
+    for (int i = 0; i < MR; i++) {
+        const void *wi = row + (size_t)i * row_bytes;
+        if (wt == WT_F32) {
+            w[i] = (const float *)wi + k0;
+            continue;
+        }
+        float *d = wb + i * GB_KC;
+        size_t kk = 0;
+        for (; kk + 8 <= kc; kk += 8) {
+            _mm256_store_ps(d + kk, load_w(wi, k0 + kk, wt));
+        }
+        if (kk < kc) {
+            _mm256_store_ps(d + kk, load_w_tail(wi, k0 + kk, kc - kk, wt));
+        }
+        w[i] = d;
+    }
+    for (size_t s = 0; s < NS; s++) {
+        micro(w, xt + s * 16, NS * 16, kc, cb + s * 16, first, s == 0 ? pf : NULL, row_bytes, MR, (int)es);
+    }
+}
+
+/* Y[t][rb + i] = cb[i][t] for i < mc, t < nt (Y already offset to the block's first token). */
+static void write_out(const float *cb, size_t mc, size_t nt, float *Y, size_t ldy, size_t rb) {
+    for (size_t rl = 0; rl < mc; rl += 8) {
+        size_t nr = mc - rl < 8 ? mc - rl : 8;
+        __m256i m = lane_mask(nr);
+        for (size_t g = 0; g * 8 < nt; g++) {
+            __m256 v[8];
+            for (int i = 0; i < 8; i++) {
+                v[i] = (size_t)i < nr ? _mm256_load_ps(cb + (rl + (size_t)i) * GB_T + g * 8) : _mm256_setzero_ps();
+            }
+            transpose8(v);
+            for (int l = 0; l < 8; l++) {
+                size_t t = g * 8 + (size_t)l;
+                if (t < nt) {
+                    _mm256_maskstore_ps(Y + t * ldy + rb + rl, m, v[l]);
+                }
+            }
+        }
+    }
+}
+
+/* The first weight of the micro-tile GB_PF_TILES tiles after the one at block row r, column k0 (see avx512). */
+RWKVC_INLINE const char *pf_target(const char *W, size_t row_bytes, size_t rb, size_t mc, size_t r, size_t k0,
+                                   size_t cols, int MR, size_t es) {
+    size_t rr = r + (size_t)(GB_PF_TILES * MR), kk = k0;
+    if (rr >= mc) {
+        rr -= mc;
+        kk += GB_KC;
+        if (kk >= cols) {
+            kk = 0;
+            rr += mc;
+        }
+    }
+    /* Integer arithmetic: the address may lie past the matrix, where a pointer may not point. */
+    return (const char *)((uintptr_t)W + (rb + rr) * row_bytes + kk * es);
+}
+
+RWKVC_INLINE void gemm_generic(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,
+                               float *Y, size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
+    _Alignas(32) float xt[GB_KC * GB_T];
+    _Alignas(32) float cb[GB_MC * GB_T];
+    _Alignas(32) float wb[GB_MR * GB_KC];
+    const size_t es = wt == WT_F32 ? 4 : 2;
+    const char *Wc = W;
+    for (size_t t0 = 0; t0 < n_vec; t0 += GB_T) {
+        size_t nt = n_vec - t0 < GB_T ? n_vec - t0 : GB_T, NS = (nt + 15) / 16;
+        const char *Xb = (const char *)X + t0 * x_stride;
+        for (size_t rb = r0; rb < r1; rb += GB_MC) {
+            size_t mc = r1 - rb < GB_MC ? r1 - rb : GB_MC;
+            for (size_t k0 = 0; k0 < cols; k0 += GB_KC) {
+                size_t kc = cols - k0 < GB_KC ? cols - k0 : GB_KC;
+                int first = k0 == 0;
+                pack_xt(Xb, x_stride, nt, NS, k0, kc, xt);
+                size_t r = 0;
+                for (; r + GB_MR <= mc; r += GB_MR) {
+                    const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, GB_MR, es);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, GB_MR, wt);
+                }
+                /* The last mc % 6 rows: tiles of 4, 2 and 1 rows. */
+                if (r + 4 <= mc) {
+                    const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, 4, es);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, 4, wt);
+                    r += 4;
+                }
+                if (r + 2 <= mc) {
+                    const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, 2, es);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, 2, wt);
+                    r += 2;
+                }
+                if (r < mc) {
+                    const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, 1, es);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, 1, wt);
+                }
+            }
+            write_out(cb, mc, nt, Y + t0 * ldy, ldy, rb);
+        }
+    }
+}
+
 static size_t float_act_bytes(size_t cols) {
     (void)cols;
     return 0;
@@ -153,6 +375,10 @@ static size_t float_act_bytes(size_t cols) {
 #define DEFINE_KERNELS(suffix, wt)                                                                                 \
     static void matmat_##suffix(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,     \
                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {                         \
+        if (n_vec >= RWKVC_GEMM_MIN_VEC) {                                                                         \
+            gemm_generic(W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols, wt);                              \
+            return;                                                                                                \
+        }                                                                                                          \
         matmat_generic(W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols, wt);                                \
     }                                                                                                              \
     static void matvec_##suffix(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \

@@ -2,10 +2,14 @@
  * kernels_avx512.c: AVX-512 (F/BW/VL/DQ) matrix kernels for float weights (f32, f16, bf16).
  *
  * Weights are converted to fp32 in registers (vcvtph2ps for f16, a 16-bit shift for bf16) and multiplied with
- * fp32 activations into fp32 accumulators. The core is a tile of up to 4 rows x 4 vectors (16 accumulators of
- * 16 lanes): each weight chunk is loaded once and used for 4 vectors, which is what makes sequence mode cheaper
- * per token than one matvec per token. Every (row, vector) pair is accumulated over the columns in the same
- * order whatever the tile shape, so matvec and matmat give bit-identical results.
+ * fp32 activations into fp32 accumulators. Two schemes:
+ * - matvec, and matmat with n_vec < RWKVC_GEMM_MIN_VEC: a dot-product tile of up to 4 rows x 4 vectors (16
+ *   accumulators of 16 lanes, partial sums over columns reduced at the end). Each weight chunk is loaded once
+ *   and used for 4 vectors. Every (row, vector) pair is accumulated over the columns in the same order whatever
+ *   the tile shape, so matvec and these matmat calls give bit-identical results.
+ * - matmat with n_vec >= RWKVC_GEMM_MIN_VEC (sequence mode): a blocked GEMM, lanes along tokens (below). Each
+ *   output is one fused multiply-add chain over the columns in order (rwkvc_float_matmat_fma_ref), so it differs
+ *   from matvec in the last bits.
  * Column tails (cols not a multiple of 16) use masked loads, so any cols >= 1 works.
  */
 #include <immintrin.h>
@@ -132,6 +136,259 @@ RWKVC_INLINE void matmat_generic(const void *W, size_t row_bytes, const void *X,
     }
 }
 
+/*
+ * ---- Blocked GEMM (sequence mode) ----
+ *
+ * Y[t][r] = sum_c W[r][c] X[t][c] for n_vec >= RWKVC_GEMM_MIN_VEC tokens, BLIS-style but with the vector lanes
+ * along tokens, so that weights need no transposition (only f16/bf16 -> fp32 conversion) and each weight is
+ * read and converted once per GB_T tokens:
+ * - token blocks of up to GB_T = 64 tokens (NJ = 1..4 vectors of 16 lanes; padding lanes are zero);
+ * - row blocks of GB_MC rows whose partial sums live in cb (float32[GB_MC][GB_T], tokens contiguous);
+ * - column blocks of GB_KC: X's block is transposed once into xt (float32[GB_KC][NJ * 16]) and stays in L1
+ *   while every micro-tile of the row block runs over it;
+ * - micro-tile: MR rows x NJ vectors, MR = 6 / 8 / 12 for NJ = 4 / 3 / 2 and 1 (24 or 12 zmm accumulators); per
+ *   column one load of NJ token vectors, MR weight broadcasts and MR x NJ FMAs.
+ * At the end of a row block cb is transposed into Y (16 x 16 blocks, masked stores).
+ * Each output starts at 0 and takes one FMA per column, columns in order, so the result does not depend on the
+ * blocking, the row range or the thread split: it is exactly rwkvc_float_matmat_fma_ref.
+ * Scratch lives on the stack (about 86 KB: xt 32 KB, cb 48 KB, wb 6 KB), so nothing can fail.
+ */
+#define GB_T 64
+#define GB_MR 12
+#define GB_KC 128
+#define GB_MC 192
+/* Prefetch distance of the weights, in micro-tiles. */
+#define GB_PF_TILES 2
+
+/* Transposes a 16 x 16 block held in 16 registers: lane j of r[i] moves to lane i of r[j]. */
+RWKVC_INLINE void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[4g + c] holds, in 128-bit lane L, column 4L + c of rows 4g..4g+3. */
+    __m512 u[16];
+    for (int g = 0; g < 16; g += 4) {
+        __m512d a = _mm512_castps_pd(t[g]), b = _mm512_castps_pd(t[g + 1]);
+        __m512d c = _mm512_castps_pd(t[g + 2]), d = _mm512_castps_pd(t[g + 3]);
+        u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* Column 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c]. */
+    for (int c = 0; c < 4; c++) {
+        __m512 a0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), a1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+        __m512 b0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        __m512 b1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
+        r[8 + c] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
+    }
+}
+
+/* xt[k][16 j + l] = X[16 j + l][k0 + k] for k < kc, j < NJ; zero for tokens >= nt. X: nt vectors, x_stride bytes. */
+RWKVC_INLINE void pack_xt(const char *X, size_t x_stride, size_t nt, size_t k0, size_t kc, float *xt, int NJ) {
+    for (int j = 0; j < NJ; j++) {
+        for (size_t kk = 0; kk < kc; kk += 16) {
+            size_t n = kc - kk < 16 ? kc - kk : 16;
+            __mmask16 m = (__mmask16)((1u << n) - 1u);
+            __m512 v[16];
+            for (int l = 0; l < 16; l++) {
+                size_t t = (size_t)j * 16 + (size_t)l;
+                v[l] = t < nt ? _mm512_maskz_loadu_ps(m, (const float *)(X + t * x_stride) + k0 + kk)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(v);
+            for (int c = 0; c < 16; c++) {
+                if ((size_t)c < n) {
+                    _mm512_store_ps(xt + (kk + (size_t)c) * (size_t)(NJ * 16) + j * 16, v[c]);
+                }
+            }
+        }
+    }
+}
+
+/* Column k of a micro-tile: acc[i][j] += w[i][k] * xt[k][16 j .. 16 j + 15]. */
+RWKVC_INLINE void micro_col(__m512 acc[GB_MR][4], const float *const *w, const float *xt, size_t k, int MR, int NJ) {
+    __m512 xv[4];
+    for (int j = 0; j < NJ; j++) {
+        xv[j] = _mm512_load_ps(xt + k * (size_t)(NJ * 16) + j * 16);
+    }
+    for (int i = 0; i < MR; i++) {
+        __m512 b = _mm512_set1_ps(w[i][k]);
+        for (int j = 0; j < NJ; j++) {
+            acc[i][j] = _mm512_fmadd_ps(b, xv[j], acc[i][j]);
+        }
+    }
+}
+
+/*
+ * Micro-tile: cb[i][16 j + l] = (first ? 0 : cb[i][16 j + l]) + sum_{k < kc} w[i][k] * xt[k][16 j + l], one FMA
+ * per k in order, for i < MR, j < NJ. cb rows are GB_T floats apart.
+ * pf, pf_stride: the weights of a later micro-tile (MR rows pf_stride bytes apart, kc elements of es bytes from
+ * pf), prefetched into L2 a cache line every few columns: row segments of 256-512 bytes on different pages are
+ * too short for the hardware prefetcher, and a burst of prefetches would fill the line-fill buffers.
+ */
+RWKVC_INLINE void micro(const float *const *w, const float *xt, size_t kc, float *cb, int first, const char *pf,
+                        size_t pf_stride, int MR, int NJ, int es) {
+    __m512 acc[GB_MR][4];
+    for (int i = 0; i < MR; i++) {
+        for (int j = 0; j < NJ; j++) {
+            acc[i][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(cb + i * GB_T + j * 16);
+        }
+    }
+    /*
+     * Lines per row segment (it need not start on a line boundary, hence the extra one), one prefetch every
+     * pf_every columns: the column loop runs in pieces between prefetches, so it carries no test of its own.
+     */
+    const size_t pf_lines = (kc * (size_t)es + 63) / 64 + 1;
+    size_t pf_every = kc / ((size_t)MR * pf_lines);
+    pf_every = pf_every ? pf_every : 1;
+    size_t k = 0;
+    for (int i = 0; i < MR; i++) {
+        uintptr_t line = ((uintptr_t)pf + (size_t)i * pf_stride) & ~(uintptr_t)63;
+        for (size_t l = 0; l < pf_lines; l++, line += 64) {
+            _mm_prefetch((const char *)line, _MM_HINT_T1);
+            size_t end = k + pf_every < kc ? k + pf_every : kc;
+            for (; k < end; k++) {
+                micro_col(acc, w, xt, k, MR, NJ);
+            }
+        }
+    }
+    for (; k < kc; k++) {
+        micro_col(acc, w, xt, k, MR, NJ);
+    }
+    for (int i = 0; i < MR; i++) {
+        for (int j = 0; j < NJ; j++) {
+            _mm512_store_ps(cb + i * GB_T + j * 16, acc[i][j]);
+        }
+    }
+}
+
+/*
+ * Rows [r, r + MR) x columns [k0, k0 + kc) into the micro-tile; f16/bf16 rows are converted into wb first.
+ * pf: where the rows of the tile GB_PF_TILES ahead start (prefetched during this one).
+ */
+RWKVC_INLINE void gemm_tile(const char *W, size_t row_bytes, size_t r, size_t k0, size_t kc, const float *xt,
+                            float *cb, float *wb, int first, const char *pf, int MR, int NJ, int wt) {
+    const size_t es = wt == WT_F32 ? 4 : 2;
+    const char *row = W + r * row_bytes;
+    const float *w[GB_MR];
+    for (int i = 0; i < MR; i++) {
+        const void *wi = row + (size_t)i * row_bytes;
+        if (wt == WT_F32) {
+            w[i] = (const float *)wi + k0;
+            continue;
+        }
+        float *d = wb + i * GB_KC;
+        for (size_t kk = 0; kk < kc; kk += 16) {
+            size_t n = kc - kk < 16 ? kc - kk : 16;
+            _mm512_store_ps(d + kk, load_w_mask(wi, k0 + kk, (__mmask16)((1u << n) - 1u), wt));
+        }
+        w[i] = d;
+    }
+    micro(w, xt, kc, cb, first, pf, row_bytes, MR, NJ, (int)es);
+}
+
+/* Y[t][rb + i] = cb[i][t] for i < mc, t < nt (Y already offset to the block's first token). */
+RWKVC_INLINE void write_out(const float *cb, size_t mc, size_t nt, float *Y, size_t ldy, size_t rb, int NJ) {
+    for (size_t rl = 0; rl < mc; rl += 16) {
+        size_t nr = mc - rl < 16 ? mc - rl : 16;
+        __mmask16 m = (__mmask16)((1u << nr) - 1u);
+        for (int j = 0; j < NJ; j++) {
+            __m512 v[16];
+            for (int i = 0; i < 16; i++) {
+                v[i] = (size_t)i < nr ? _mm512_load_ps(cb + (rl + (size_t)i) * GB_T + j * 16) : _mm512_setzero_ps();
+            }
+            transpose16(v);
+            for (int l = 0; l < 16; l++) {
+                size_t t = (size_t)j * 16 + (size_t)l;
+                if (t < nt) {
+                    _mm512_mask_storeu_ps(Y + t * ldy + rb + rl, m, v[l]);
+                }
+            }
+        }
+    }
+}
+
+/*
+ * The first weight of the micro-tile GB_PF_TILES tiles after the one at block row r, column k0, in the order the
+ * tiles run: down the row block, then the next column block, then the next row block. A tile takes about 1500
+ * cycles, so the lines arrive in time even from DRAM. Past the matrix end the prefetch is harmless.
+ */
+RWKVC_INLINE const char *pf_target(const char *W, size_t row_bytes, size_t rb, size_t mc, size_t r, size_t k0,
+                                   size_t cols, int MR, size_t es) {
+    size_t rr = r + (size_t)(GB_PF_TILES * MR), kk = k0;
+    if (rr >= mc) {
+        rr -= mc;
+        kk += GB_KC;
+        if (kk >= cols) {
+            kk = 0;
+            rr += mc;
+        }
+    }
+    /* Integer arithmetic: the address may lie past the matrix, where a pointer may not point. */
+    return (const char *)((uintptr_t)W + (rb + rr) * row_bytes + kk * es);
+}
+
+/* One token block (nt <= GB_T tokens, NJ = ceil(nt / 16)) for rows [r0, r1). */
+RWKVC_INLINE void gemm_tblock(const char *W, size_t row_bytes, const char *X, size_t x_stride, size_t nt, float *Y,
+                              size_t ldy, size_t r0, size_t r1, size_t cols, float *xt, float *cb, float *wb,
+                              int NJ, int wt) {
+    /* Rows per micro-tile: MR x NJ accumulators (24 for NJ >= 2), at least 12 independent FMA chains. */
+    const int MR = NJ >= 4 ? 6 : NJ == 3 ? 8 : 12;
+    const size_t es = wt == WT_F32 ? 4 : 2;
+    for (size_t rb = r0; rb < r1; rb += GB_MC) {
+        size_t mc = r1 - rb < GB_MC ? r1 - rb : GB_MC;
+        for (size_t k0 = 0; k0 < cols; k0 += GB_KC) {
+            size_t kc = cols - k0 < GB_KC ? cols - k0 : GB_KC;
+            int first = k0 == 0;
+            pack_xt(X, x_stride, nt, k0, kc, xt, NJ);
+            size_t r = 0;
+            for (; r + MR <= mc; r += MR) {
+                const char *pf = pf_target(W, row_bytes, rb, mc, r, k0, cols, MR, es);
+                gemm_tile(W, row_bytes, rb + r, k0, kc, xt, cb + r * GB_T, wb, first, pf, MR, NJ, wt);
+            }
+            /* The last mc % MR rows: tiles of 4, 2 and 1 rows. */
+            for (; r + 4 <= mc; r += 4) {
+                const char *pf = pf_target(W, row_bytes, rb, mc, r, k0, cols, 4, es);
+                gemm_tile(W, row_bytes, rb + r, k0, kc, xt, cb + r * GB_T, wb, first, pf, 4, NJ, wt);
+            }
+            if (r + 2 <= mc) {
+                const char *pf = pf_target(W, row_bytes, rb, mc, r, k0, cols, 2, es);
+                gemm_tile(W, row_bytes, rb + r, k0, kc, xt, cb + r * GB_T, wb, first, pf, 2, NJ, wt);
+                r += 2;
+            }
+            if (r < mc) {
+                const char *pf = pf_target(W, row_bytes, rb, mc, r, k0, cols, 1, es);
+                gemm_tile(W, row_bytes, rb + r, k0, kc, xt, cb + r * GB_T, wb, first, pf, 1, NJ, wt);
+            }
+        }
+        write_out(cb, mc, nt, Y, ldy, rb, NJ);
+    }
+}
+
+RWKVC_INLINE void gemm_generic(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,
+                               float *Y, size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
+    _Alignas(64) float xt[GB_KC * GB_T];
+    _Alignas(64) float cb[GB_MC * GB_T];
+    _Alignas(64) float wb[GB_MR * GB_KC];
+    for (size_t t0 = 0; t0 < n_vec; t0 += GB_T) {
+        size_t nt = n_vec - t0 < GB_T ? n_vec - t0 : GB_T;
+        const char *Xb = (const char *)X + t0 * x_stride;
+        float *Yb = Y + t0 * ldy;
+        switch ((nt + 15) / 16) {
+        case 4: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 4, wt); break;
+        case 3: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 3, wt); break;
+        case 2: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 2, wt); break;
+        default: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 1, wt); break;
+        }
+    }
+}
+
 static size_t float_act_bytes(size_t cols) {
     (void)cols;
     return 0;
@@ -140,6 +397,10 @@ static size_t float_act_bytes(size_t cols) {
 #define DEFINE_KERNELS(suffix, wt)                                                                                 \
     static void matmat_##suffix(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,     \
                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {                         \
+        if (n_vec >= RWKVC_GEMM_MIN_VEC) {                                                                         \
+            gemm_generic(W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols, wt);                              \
+            return;                                                                                                \
+        }                                                                                                          \
         matmat_generic(W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols, wt);                                \
     }                                                                                                              \
     static void matvec_##suffix(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \

@@ -3,10 +3,13 @@
  *
  * These define the expected results that every SIMD kernel is tested against, and they are the kernels used
  * when RWKVC_FORCE_SCALAR=1 or no SIMD level is available. Each output is one fp32 accumulator summed over
- * the columns in order; the activation is float32 (act_bytes is 0).
+ * the columns in order; the activation is float32 (act_bytes is 0). rwkvc_float_matmat_fma_ref is the exact
+ * reference of the SIMD sequence-mode GEMM (one fused multiply-add per column).
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "fp16.h"
 #include "kernels.h"
@@ -98,6 +101,38 @@ const rwkvc_matmul_kernels *rwkvc_float_kernels_ref(uint32_t type) {
     case 1: return &k_f16;
     case 30: return &k_bf16;
     default: return NULL;
+    }
+}
+
+/* ---- Reference of the SIMD sequence-mode GEMM (kernels.h, RWKVC_GEMM_MIN_VEC) ---- */
+
+static float weight_at(uint32_t type, const char *row, size_t c) {
+    if (type == 0) {
+        float f;
+        memcpy(&f, row + c * 4, sizeof(f));
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, row + c * 2, sizeof(h));
+    return type == 1 ? rwkvc_fp16_to_fp32(h) : rwkvc_bf16_to_fp32(h);
+}
+
+void rwkvc_float_matmat_fma_ref(uint32_t type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
+                                size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    if (type != 0 && type != 1 && type != 30) {
+        return;
+    }
+    for (size_t t = 0; t < n_vec; t++) {
+        const float *x = (const float *)((const char *)X + t * x_stride);
+        for (size_t r = r0; r < r1; r++) {
+            const char *row = (const char *)W + r * row_bytes;
+            /* One rounding per column: fmaf(w, x, s) = w * x + s rounded once, as vfmadd231ps does. */
+            float s = 0.0f;
+            for (size_t c = 0; c < cols; c++) {
+                s = fmaf(weight_at(type, row, c), x[c], s);
+            }
+            Y[t * ldy + r] = s;
+        }
     }
 }
 
