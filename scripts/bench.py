@@ -982,7 +982,7 @@ def main() -> None:
     p.add_argument("--sizes", default="0.1b,0.4b,1.5b", help=f"RWKV-7 sizes, comma-separated, of {','.join(SIZES)}")
     p.add_argument("--types", default=DEFAULT_TYPES, help=f"comma-separated, of {','.join(ALL_TYPES)}")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--engines", default="ours,llama", help="ours, llama or both")
+    p.add_argument("--engines", default="ours,llama", help="comma-separated, of ours,llama (both is the default)")
     p.add_argument("--cache", default="/tmp/rwkvchat-bench", help="folder for the model files (reused)")
     p.add_argument("--n-decode", type=int, default=48, help="single-token calls timed per measurement")
     p.add_argument("--prefill-runs", type=int, default=2, help="512-token calls per measurement (best is kept)")
@@ -1038,6 +1038,9 @@ def main() -> None:
             p.error(f"unknown type {t!r}; valid: {', '.join(ALL_TYPES)}")
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(engines) - {"ours", "llama"})
+    if unknown:
+        p.error(f"--engines: unknown {', '.join(unknown)} (use ours, llama or ours,llama)")
     cache = Path(args.cache)
     notes = list(args.note)
 
