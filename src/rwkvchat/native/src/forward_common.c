@@ -72,6 +72,14 @@ static void matmul_rows(const matmul_job *j, size_t r0, size_t r1) {
     }
 }
 
+/* Quantized weights: each of the n_vec float vectors (x_stride floats apart) converted once, ab bytes apart. */
+static void prepare_acts(const rwkvc_matmul_kernels *k, const float *X, size_t x_stride, size_t n_vec, char *act,
+                         size_t ab, size_t cols) {
+    for (size_t t = 0; t < n_vec; t++) {
+        k->prepare_act(X + t * x_stride, act + t * ab, cols);
+    }
+}
+
 static void matmul_task(void *arg, size_t r0, size_t r1) {
     matmul_rows(arg, r0, r1);
 }
@@ -84,9 +92,7 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     if (ab > 0) {
         /* Quantized weights: convert each activation vector once, before the rows are split. */
         char *act = c->act;
-        for (size_t t = 0; t < n_vec; t++) {
-            k->prepare_act(X + t * x_stride, act + t * ab, W->cols);
-        }
+        prepare_acts(k, X, x_stride, n_vec, act, ab, W->cols);
         j.X = act;
         j.x_stride = ab;
     }
@@ -149,9 +155,7 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
                 }
             }
             if (!prep) {
-                for (size_t t = 0; t < n_vec; t++) {
-                    k->prepare_act(ops[i].X + t * ops[i].x_stride, act + t * ab, W->cols);
-                }
+                prepare_acts(k, ops[i].X, ops[i].x_stride, n_vec, act, ab, W->cols);
                 prep = act;
                 act += ab * n_vec;
             }
