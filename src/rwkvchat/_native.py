@@ -27,7 +27,7 @@ from ctypes import (
 from .errors import NativeError, RwkvchatError
 
 # Must equal RWKVC_ABI_VERSION in rwkvc.h (tests/test_native_binding.py checks the header).
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 # rwkvc_status values.
 OK, ERR_ARG, ERR_IO, ERR_FORMAT, ERR_VERSION, ERR_NOMEM, ERR_SIZE, ERR_BACKEND, ERR_INTERNAL = range(9)
@@ -65,7 +65,9 @@ SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "rwkvc_status_str": (c_char_p, [c_int]),
     "rwkvc_last_error": (c_char_p, []),
     "rwkvc_system_info": (c_char_p, []),
+    "rwkvc_model_load_ex": (_status, [c_char_p, c_uint32, c_uint32, POINTER(_model_p)]),
     "rwkvc_model_load": (_status, [c_char_p, c_uint32, POINTER(_model_p)]),
+    "rwkvc_model_weights_moved": (_status, [_model_p, c_uint32, POINTER(c_uint64), POINTER(c_uint64)]),
     "rwkvc_model_free": (None, [_model_p]),
     "rwkvc_model_info": (_status, [_model_p, POINTER(Info)]),
     "rwkvc_model_tensor": (

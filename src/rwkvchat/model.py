@@ -42,6 +42,8 @@ _TYPE_NAMES = {
 }
 # Statuses that mean "this file is not a model we can run" rather than a bug or a resource problem.
 _FILE_STATUSES = (_native.ERR_FORMAT, _native.ERR_VERSION, _native.ERR_IO)
+# Model(weights=...) -> rwkvc_weights_mode (rwkvc.h).
+WEIGHTS_MODES = {"auto": 0, "mmap": 1, "copy": 2}
 # Bytes hashed from the start of the file for the fingerprint: the header, metadata and tensor table of
 # any realistic model (a 65536-entry vocabulary is about 1 MB), without reading gigabytes of weights.
 _FINGERPRINT_HEAD = 4 << 20
@@ -96,10 +98,18 @@ class Model:
     """An RWKV model in a GGUF file, run by the native engine."""
 
     def __init__(
-        self, path: str | os.PathLike[str], threads: int = 0, device: str = "cpu", gpu_layers: int = 0
+        self,
+        path: str | os.PathLike[str],
+        threads: int = 0,
+        device: str = "cpu",
+        gpu_layers: int = 0,
+        weights: str = "auto",
     ) -> None:
         """device: "cpu", or "cuda" / "cuda:N" to run every block on GPU N (weights resident there; the
-        library must be built with -DRWKVC_CUDA=ON). gpu_layers: blocks placed on the GPU, 0 = all."""
+        library must be built with -DRWKVC_CUDA=ON). gpu_layers: blocks placed on the GPU, 0 = all.
+        weights: where the CPU reads the weights from (WEIGHTS_MODES): "auto" maps the file and moves the
+        weights into private huge-page memory in the background when that fits, "mmap" keeps them in the file
+        mapping, "copy" moves them before returning (llama.cpp's --no-mmap). Results are the same in each."""
         self._model: ctypes.c_void_p | None = None
         # Every context made (freed by close) and those not in use by a call right now.
         self._contexts: list[ctypes.c_void_p] = []
@@ -117,9 +127,13 @@ class Model:
         if gpu_layers < 0:
             raise RwkvchatError(f"gpu_layers must be >= 0, got {gpu_layers}")
         self._gpu_layers = gpu_layers
+        if weights not in WEIGHTS_MODES:
+            raise RwkvchatError(f"weights must be one of {', '.join(WEIGHTS_MODES)}, got {weights!r}")
+        # On a GPU the weights are uploaded once, so a private CPU copy would only cost memory.
+        mode = WEIGHTS_MODES["mmap"] if self._gpu is not None else WEIGHTS_MODES[weights]
         lib = _native.lib()
         handle = ctypes.c_void_p()
-        status = lib.rwkvc_model_load(self.path.encode("utf-8"), threads, ctypes.byref(handle))
+        status = lib.rwkvc_model_load_ex(self.path.encode("utf-8"), threads, mode, ctypes.byref(handle))
         if status != _native.OK:
             message = _native.last_error() or _native.status_str(status)
             if status in _FILE_STATUSES:
@@ -393,6 +407,15 @@ class Model:
             )
             _native.check(status)
         return out
+
+    def weights_moved(self, wait: bool = False) -> tuple[int, int]:
+        """(bytes moved into private memory, bytes to move; 0 when the weights stay in the file mapping).
+        wait: first wait for a background move to end."""
+        moved, total = ctypes.c_uint64(), ctypes.c_uint64()
+        _native.check(
+            _native.lib().rwkvc_model_weights_moved(self._handle(), int(wait), ctypes.byref(moved), ctypes.byref(total))
+        )
+        return int(moved.value), int(total.value)
 
     # ---- lifetime ----
 

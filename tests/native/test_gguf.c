@@ -13,7 +13,10 @@
 #define _GNU_SOURCE
 #endif
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -753,12 +756,132 @@ static void test_nbytes(void) {
     CHECK(strcmp(rwkvc_gguf_meta_type_name(99), "unknown type") == 0);
 }
 
+/* ---- rwkvc_gguf_make_private ---- */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    uint64_t want;
+    atomic_bool stop;
+    atomic_int rounds, bad;
+} reader_job;
+
+static uint64_t checksum(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i += 64) {
+        h = (h ^ p[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Reads the whole mapping over and over while the main thread swaps its pages: every pass must see the file. */
+static void *reader_main(void *arg) {
+    reader_job *j = arg;
+    while (!atomic_load(&j->stop)) {
+        if (checksum(j->p, j->n) != j->want) {
+            atomic_fetch_add(&j->bad, 1);
+        }
+        atomic_fetch_add(&j->rounds, 1);
+    }
+    return NULL;
+}
+
+/* Whether the page at p is backed by a file (a non-zero inode in /proc/self/maps), -1 if unknown. */
+static int file_backed(const void *p) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) {
+        return -1;
+    }
+    char line[512];
+    int found = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, ino;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 && (uintptr_t)p >= lo && (uintptr_t)p < hi) {
+            found = ino != 0;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* A file of a few huge pages: the mapping is huge-page aligned, moving ranges keeps every byte, also for a thread
+   reading meanwhile, the moved pages are no longer the file's, and bad ranges are refused. */
+static void test_make_private(void) {
+    /* 1 MiB + 3 MiB of F32 + a 17-byte tail past the last huge page, so the last range is partial. */
+    const tspec tensors[] = {
+        {"small", 2, {512, 512, 1, 1}, RWKVC_TYPE_F32},
+        {"big", 2, {1024, 768, 1, 1}, RWKVC_TYPE_F32},
+        {"tail", 1, {4, 1, 1, 1}, RWKVC_TYPE_F32},
+    };
+    fspec f = {.alignment = 32, .tensors = tensors, .n_tensors = 3};
+    buf b = build(&f);
+    char path[] = "/tmp/test_gguf_private_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        free(b.p);
+        return;
+    }
+    CHECK(write(fd, b.p, b.n) == (ssize_t)b.n);
+    close(fd);
+    rwkvc_gguf *g = NULL;
+    CHECK(rwkvc_gguf_open(path, &g) == RWKVC_OK);
+    unlink(path);
+    if (!g) {
+        free(b.p);
+        return;
+    }
+    CHECK((uintptr_t)g->base % RWKVC_HUGE_PAGE == 0);
+    size_t end = g->size;
+    CHECK(end > 2 * RWKVC_HUGE_PAGE && end % RWKVC_HUGE_PAGE != 0);
+
+    CHECK_FAIL(rwkvc_gguf_make_private(g, 4096, RWKVC_HUGE_PAGE), RWKVC_ERR_ARG, "huge-page aligned");
+    CHECK_FAIL(rwkvc_gguf_make_private(g, 0, RWKVC_HUGE_PAGE + 4096), RWKVC_ERR_ARG, "huge-page aligned");
+    CHECK_FAIL(rwkvc_gguf_make_private(g, 0, end + RWKVC_HUGE_PAGE), RWKVC_ERR_ARG, "huge-page aligned");
+    CHECK_FAIL(rwkvc_gguf_make_private(g, 0, 0), RWKVC_ERR_ARG, "huge-page aligned");
+
+    reader_job j = {.p = g->base, .n = g->size, .want = checksum(b.p, b.n)};
+    atomic_init(&j.stop, false);
+    atomic_init(&j.rounds, 0);
+    atomic_init(&j.bad, 0);
+    pthread_t reader;
+    int started = pthread_create(&reader, NULL, reader_main, &j) == 0;
+    CHECK(started);
+    /* Moves page by page, the last (partial) range included, waiting for the reader between moves. */
+    for (size_t off = 0; off < end; off += RWKVC_HUGE_PAGE) {
+        size_t len = off + RWKVC_HUGE_PAGE <= end ? RWKVC_HUGE_PAGE : end - off;
+        CHECK(file_backed(g->base + off) == 1);
+        int before = atomic_load(&j.rounds);
+        CHECK(rwkvc_gguf_make_private(g, off, len) == RWKVC_OK);
+        CHECK(file_backed(g->base + off) == 0);
+        while (started && atomic_load(&j.rounds) < before + 2) {
+            sched_yield();
+        }
+    }
+    atomic_store(&j.stop, true);
+    if (started) {
+        pthread_join(reader, NULL);
+    }
+    CHECK(atomic_load(&j.bad) == 0);
+    CHECK(memcmp(g->base, b.p, b.n) == 0);
+    CHECK(memcmp(g->tensors[2].data, b.p + f.data_offset + f.offsets[2], 16) == 0);
+    rwkvc_gguf_close(g);
+
+    /* Only files can be moved. */
+    CHECK(rwkvc_gguf_open_memory(b.p, b.n, &g) == RWKVC_OK);
+    CHECK_FAIL(rwkvc_gguf_make_private(g, 0, RWKVC_HUGE_PAGE), RWKVC_ERR_ARG, "not a file mapping");
+    rwkvc_gguf_close(g);
+    free(b.p);
+}
+
 int main(void) {
     test_nbytes();
     test_valid(0);
     test_valid(32);
     test_valid(64);
     test_file();
+    test_make_private();
     test_truncations();
     test_byte_flips();
     test_malformed();

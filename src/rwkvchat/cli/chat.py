@@ -17,6 +17,7 @@ from . import app
 from .options import (
     DeviceOpt,
     GpuLayersOpt,
+    MmapOpt,
     ModelOpt,
     SeedOpt,
     TempOpt,
@@ -59,6 +60,7 @@ def chat(
     threads: ThreadsOpt = 0,
     device: DeviceOpt = "cpu",
     gpu_layers: GpuLayersOpt = 0,
+    mmap: MmapOpt = None,
 ) -> None:
     """Chat with a model (ChatRWKV commands and /help inside)."""
     chosen = load_prompt_file(prompt) if prompt else load_preset(preset)
@@ -67,7 +69,7 @@ def chat(
     if session_name is not None:
         cmd = parse(f"/save {session_name}")  # The same name rules as /save.
         assert isinstance(cmd, Save)
-    loaded, choice = open_model(model, threads, device, gpu_layers)
+    loaded, choice = open_model(model, threads, device, gpu_layers, mmap)
     with loaded:
         session = Session(loaded, preset=chosen, seed=seed, think=think, save_dir=sessions_dir())
         session.params = session.params.replace(temperature=temp, top_p=top_p)

@@ -23,6 +23,7 @@ from . import UsageError, app
 from .options import (
     DeviceOpt,
     GpuLayersOpt,
+    MmapOpt,
     ModelOpt,
     SeedOpt,
     StopOpt,
@@ -115,6 +116,7 @@ def gen(
     threads: ThreadsOpt = 0,
     device: DeviceOpt = "cpu",
     gpu_layers: GpuLayersOpt = 0,
+    mmap: MmapOpt = None,
 ) -> None:
     """Generate text from a prompt (and/or stdin) and stream it to stdout."""
     biases = parse_logit_bias(logit_bias)
@@ -132,7 +134,7 @@ def gen(
             raise UsageError("no prompt: stdin was empty")
     elif piped:
         stdin_text = _read_stdin()
-    loaded, choice = open_model(model, threads, device, gpu_layers)
+    loaded, choice = open_model(model, threads, device, gpu_layers, mmap)
     try:
         with loaded:
             check_token_ids(list(ban or []), loaded.n_vocab, "--ban")

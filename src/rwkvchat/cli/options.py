@@ -31,6 +31,23 @@ GpuLayersOpt = Annotated[
     int,
     typer.Option("--gpu-layers", help="With --device cuda: layers placed on the GPU (0 = all).", min=0),
 ]
+MmapOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--mmap/--no-mmap",
+        help="--mmap: read the weights from the file mapping only; --no-mmap: copy them into memory before "
+        "starting. Default: map the file, then copy the weights into huge-page memory while idle when it fits "
+        "(faster decode).",
+        show_default=False,
+    ),
+]
+
+
+def weights_mode(mmap: bool | None) -> str:
+    """Model(weights=...) for the --mmap/--no-mmap flag (None = neither given)."""
+    return "auto" if mmap is None else "mmap" if mmap else "copy"
+
+
 TempOpt = Annotated[
     float | None,
     typer.Option("--temp", help="Temperature (0 = greedy).", min=0.0, max=5.0, show_default=False),
@@ -61,7 +78,7 @@ def is_plain() -> bool:
 
 
 def open_model(
-    model: str | None, threads: int, device: str = "cpu", gpu_layers: int = 0
+    model: str | None, threads: int, device: str = "cpu", gpu_layers: int = 0, mmap: bool | None = None
 ) -> tuple[Any, ModelChoice]:
     """Resolves and loads the model; prints one dim line on stderr when the demo model is used.
 
@@ -70,7 +87,9 @@ def open_model(
     choice = resolve_model(model)
     from ..model import Model
 
-    loaded = Model(str(choice.path), threads=threads, device=device, gpu_layers=gpu_layers)
+    loaded = Model(
+        str(choice.path), threads=threads, device=device, gpu_layers=gpu_layers, weights=weights_mode(mmap)
+    )
     if choice.is_demo:
         from ..repl import make_console
 

@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import RwkvchatError
 from . import app
-from .options import DeviceOpt, GpuLayersOpt
+from .options import DeviceOpt, GpuLayersOpt, MmapOpt, weights_mode
 
 
 @app.command()
@@ -20,6 +20,7 @@ def perplexity(
     threads: int = typer.Option(0, "--threads", "-t", min=0, help="CPU threads (0 = all cores)."),
     device: DeviceOpt = "cpu",
     gpu_layers: GpuLayersOpt = 0,
+    mmap: MmapOpt = None,
 ) -> None:
     """Measure how well MODEL predicts TEXTFILE (perplexity, lower is better) and how fast (ms/token)."""
     from ..model import Model
@@ -31,7 +32,9 @@ def perplexity(
     except UnicodeDecodeError as e:
         raise RwkvchatError(f"{textfile} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     console = Console(stderr=True)
-    with Model(model, threads=threads, device=device, gpu_layers=gpu_layers) as m:
+    with Model(
+        model, threads=threads, device=device, gpu_layers=gpu_layers, weights=weights_mode(mmap)
+    ) as m:
         tokens = m.tokenizer.encode(text)
         with Progress(TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:

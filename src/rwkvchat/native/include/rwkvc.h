@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change to a signature or struct below; _native.py refuses a mismatch. */
-#define RWKVC_ABI_VERSION 2
+#define RWKVC_ABI_VERSION 3
 
 typedef struct rwkvc_model rwkvc_model;         /* Weights (mmap of the file) + metadata; immutable after load. */
 typedef struct rwkvc_ctx rwkvc_ctx;             /* Scratch activations + worker threads; one user thread at a time. */
@@ -104,14 +104,39 @@ RWKVC_API const char *rwkvc_last_error(void);
 /* Returns a static description of the kernels chosen for this CPU, e.g. "AVX2=1 AVX512=1 ... kernels=avx512". */
 RWKVC_API const char *rwkvc_system_info(void);
 
+/* Where a loaded model's weights are read from (rwkvc_model_load_ex). */
+typedef enum {
+    /* The file mapping at first, moved into private huge-page memory by a background thread when that fits
+       (Linux with transparent huge pages, at least 16 MiB of weights, at most half of MemAvailable); else mapped.
+       Loading and the first token cost what a plain mmap costs; decode gets faster once the move is done. */
+    RWKVC_WEIGHTS_AUTO = 0,
+    /* The file mapping only (zero-copy; pages shared with other processes reading the file). */
+    RWKVC_WEIGHTS_MMAP = 1,
+    /* Moved into private memory before the load returns (llama.cpp's --no-mmap); fails if it cannot be. */
+    RWKVC_WEIGHTS_COPY = 2
+} rwkvc_weights_mode;
+
 /*
- * Loads a GGUF model by mmap (weights are not copied) and validates it fully.
+ * Loads a GGUF model and validates it fully; the weights stay in the read-only mapping of the file, or are
+ * moved into private memory as weights_mode says (the embedding stays mapped: decode reads one row of it).
+ * Moving never changes a result: the engine reads the same bytes at the same addresses.
  * - path: UTF-8 file path.
  * - n_threads: default worker count for contexts made from this model (0 = number of CPUs).
+ * - weights_mode: an rwkvc_weights_mode.
  * - out: receives the model on RWKVC_OK; untouched otherwise.
  * Environment: RWKVC_FORCE_SCALAR=1 selects the scalar reference kernels (read at load).
  */
+RWKVC_API rwkvc_status rwkvc_model_load_ex(const char *path, uint32_t n_threads, uint32_t weights_mode,
+                                           rwkvc_model **out);
+
+/* rwkvc_model_load_ex with RWKVC_WEIGHTS_AUTO. */
 RWKVC_API rwkvc_status rwkvc_model_load(const char *path, uint32_t n_threads, rwkvc_model **out);
+
+/*
+ * Bytes of weights moved into private memory so far (*moved) out of those to move (*total; 0 when they stay
+ * mapped). wait != 0 first waits for a background move to end (also if it ended early on an error).
+ */
+RWKVC_API rwkvc_status rwkvc_model_weights_moved(rwkvc_model *m, uint32_t wait, uint64_t *moved, uint64_t *total);
 
 /* Frees a model. NULL-safe. Every context made from it must be freed first. */
 RWKVC_API void rwkvc_model_free(rwkvc_model *m);

@@ -7,6 +7,7 @@
 
 #include "backend_cuda.h"
 #include "forward.h"
+#include "private_weights.h"
 #include "status.h"
 
 /* Tokens per chunk: large enough to read each weight row once per many tokens, bounded so that the scratch of a
@@ -98,6 +99,7 @@ static rwkvc_status eval_common(const char *fn, rwkvc_ctx *c, const uint32_t *to
     if (c->cuda) {
         return rwkvc_cuda_eval(c->cuda, tokens, n_tokens, state, logits, all);
     }
+    rwkvc_private_weights_eval_begin(m->private_weights);
     for (size_t done = 0; done < n_tokens;) {
         size_t T = n_tokens - done;
         if (T > c->max_T) {
@@ -113,6 +115,7 @@ static rwkvc_status eval_common(const char *fn, rwkvc_ctx *c, const uint32_t *to
         m->ops->eval_chunk(c, tokens + done, T, state, lg, all);
         done += T;
     }
+    rwkvc_private_weights_eval_end(m->private_weights);
     return RWKVC_OK;
 }
 

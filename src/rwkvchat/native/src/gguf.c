@@ -43,8 +43,9 @@
 /* The private object behind rwkvc_gguf: the public part first, so a pointer to one is a pointer to the other. */
 typedef struct {
     rwkvc_gguf pub;
-    void *map;           /* The mmap of the file, or NULL for rwkvc_gguf_open_memory. */
+    void *map;           /* The mmap of the file (RWKVC_HUGE_PAGE-aligned), or NULL for rwkvc_gguf_open_memory. */
     size_t map_size;
+    int fd;              /* The file, kept open for rwkvc_gguf_make_private; -1 for rwkvc_gguf_open_memory. */
     size_t *kv_hash;     /* [hash_cap] open-addressing table of kv index + 1 (0 = empty). */
     size_t kv_hash_cap;  /* A power of two, or 0. */
     size_t *tensor_hash; /* [tensor_hash_cap] likewise for tensors. */
@@ -503,6 +504,9 @@ static void impl_free(gguf_impl *impl) {
     if (impl->map != NULL) {
         munmap(impl->map, impl->map_size);
     }
+    if (impl->fd >= 0) {
+        close(impl->fd);
+    }
     free(impl);
 }
 
@@ -688,17 +692,21 @@ static rwkvc_status parse(gguf_impl *impl) {
     return st;
 }
 
-/* Parses base[0..size) into a new object; map (may be NULL) is unmapped by close. */
-static rwkvc_status open_buffer(const void *base, size_t size, void *map, size_t map_size, rwkvc_gguf **out) {
+/* Parses base[0..size) into a new object; map (may be NULL) is unmapped and fd (may be -1) closed by close. */
+static rwkvc_status open_buffer(const void *base, size_t size, void *map, size_t map_size, int fd, rwkvc_gguf **out) {
     gguf_impl *impl = calloc(1, sizeof(gguf_impl));
     if (impl == NULL) {
         if (map != NULL) {
             munmap(map, map_size);
         }
+        if (fd >= 0) {
+            close(fd);
+        }
         return rwkvc_fail(RWKVC_ERR_NOMEM, "out of memory opening a GGUF file");
     }
     impl->map = map;
     impl->map_size = map_size;
+    impl->fd = fd;
     impl->pub.base = base;
     impl->pub.size = size;
     rwkvc_status st = parse(impl);
@@ -710,13 +718,50 @@ static rwkvc_status open_buffer(const void *base, size_t size, void *map, size_t
     return RWKVC_OK;
 }
 
+static size_t page_size(void) {
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
+static size_t round_up(size_t x, size_t to) {
+    return (x + to - 1) / to * to;
+}
+
+/* Maps size bytes of fd read-only at an address that is a multiple of RWKVC_HUGE_PAGE (so that parts of it can
+   later be replaced by huge pages of private memory), by reserving size + one huge page of address space and
+   mapping the file over its aligned part. NULL with errno set on failure. */
+static void *map_aligned(int fd, size_t size) {
+    size_t span = round_up(size, page_size());
+    uint8_t *reserve = mmap(NULL, span + RWKVC_HUGE_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                            -1, 0);
+    if (reserve == MAP_FAILED) {
+        return NULL;
+    }
+    uint8_t *at = (uint8_t *)round_up((uintptr_t)reserve, RWKVC_HUGE_PAGE);
+    void *map = mmap(at, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    if (map == MAP_FAILED) {
+        int e = errno;
+        munmap(reserve, span + RWKVC_HUGE_PAGE);
+        errno = e;
+        return NULL;
+    }
+    if (at > reserve) {
+        munmap(reserve, (size_t)(at - reserve));
+    }
+    size_t tail = (size_t)(reserve + span + RWKVC_HUGE_PAGE - (at + span));
+    if (tail > 0) {
+        munmap(at + span, tail);
+    }
+    return map;
+}
+
 rwkvc_status rwkvc_gguf_open_memory(const void *data, size_t size, rwkvc_gguf **out) {
     if ((data == NULL && size != 0) || out == NULL) {
         return rwkvc_fail(RWKVC_ERR_ARG, "rwkvc_gguf_open_memory: NULL argument");
     }
     /* A NULL empty buffer is still parsed (and refused) like any short file. */
     static const uint8_t empty[1];
-    return open_buffer(data != NULL ? data : empty, size, NULL, 0, out);
+    return open_buffer(data != NULL ? data : empty, size, NULL, 0, -1, out);
 }
 
 rwkvc_status rwkvc_gguf_open(const char *path, rwkvc_gguf **out) {
@@ -757,13 +802,74 @@ rwkvc_status rwkvc_gguf_open(const char *path, rwkvc_gguf **out) {
         rwkvc_gguf_close(g); /* Unreachable in practice: no valid file is this short. */
         return st != RWKVC_OK ? st : rwkvc_fail(RWKVC_ERR_FORMAT, "%s: file too short", path);
     }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (map == MAP_FAILED) {
+    void *map = map_aligned(fd, size);
+    if (map == NULL) {
+        int e = errno;
+        close(fd);
         return rwkvc_fail(RWKVC_ERR_IO, "cannot map %s: %s", path, strerror(e));
     }
-    return open_buffer(map, size, map, size, out);
+    return open_buffer(map, size, map, size, fd, out);
+}
+
+rwkvc_status rwkvc_gguf_make_private(rwkvc_gguf *g, size_t off, size_t len) {
+    gguf_impl *impl = (gguf_impl *)g;
+    if (g == NULL || impl->map == NULL || impl->fd < 0) {
+        return rwkvc_fail(RWKVC_ERR_ARG, "rwkvc_gguf_make_private: not a file mapping");
+    }
+    size_t end = round_up(impl->map_size, page_size());
+    if (off % RWKVC_HUGE_PAGE != 0 || len == 0 || off > end || len > end - off ||
+        (len % RWKVC_HUGE_PAGE != 0 && off + len < impl->map_size)) {
+        return rwkvc_fail(RWKVC_ERR_ARG, "rwkvc_gguf_make_private: range [%zu, +%zu) is not huge-page aligned "
+                          "inside the %zu-byte mapping", off, len, end);
+    }
+#if defined(MREMAP_FIXED)
+    /* Private memory starting on a huge-page boundary, like the target range, so that mremap can move whole
+       huge pages (PMD entries) instead of splitting them. */
+    size_t span = round_up(len, page_size());
+    uint8_t *raw = mmap(NULL, span + RWKVC_HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        return rwkvc_fail(RWKVC_ERR_NOMEM, "cannot allocate %zu bytes for the weights: %s", span, strerror(errno));
+    }
+    uint8_t *copy = (uint8_t *)round_up((uintptr_t)raw, RWKVC_HUGE_PAGE);
+    if (copy > raw) {
+        munmap(raw, (size_t)(copy - raw));
+    }
+    size_t tail = (size_t)(raw + span + RWKVC_HUGE_PAGE - (copy + span));
+    if (tail > 0) {
+        munmap(copy + span, tail);
+    }
+#if defined(MADV_HUGEPAGE)
+    madvise(copy, span, MADV_HUGEPAGE); /* Advice only: without transparent huge pages the copy still works. */
+#endif
+    /* pread, not a copy from the mapping, so that the file pages are not mapped (and counted in RSS) on the way. */
+    size_t done = 0;
+    size_t file_bytes = off + len <= impl->map_size ? len : impl->map_size - off;
+    while (done < file_bytes) {
+        ssize_t got = pread(impl->fd, copy + done, file_bytes - done, (off_t)(off + done));
+        if (got <= 0) {
+            int e = got < 0 ? errno : EIO;
+            munmap(copy, span);
+            return rwkvc_fail(RWKVC_ERR_IO, "cannot read the weights back from the file: %s", strerror(e));
+        }
+        done += (size_t)got;
+    }
+    mprotect(copy, span, PROT_READ);
+    /* mremap swaps the pages under the address-space lock: a thread reading the range meanwhile sees either the
+       file pages or the copy, which hold the same bytes, never a hole. */
+    uint8_t *target = (uint8_t *)impl->map + off;
+    if (mremap(copy, span, span, MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
+        int e = errno;
+        munmap(copy, span);
+        /* The kernel may have unmapped the target before failing: map the file there again. */
+        if (mmap(target, span, PROT_READ, MAP_PRIVATE | MAP_FIXED, impl->fd, (off_t)off) == MAP_FAILED) {
+            return rwkvc_fail(RWKVC_ERR_NOMEM, "lost the mapping of the weights: %s", strerror(errno));
+        }
+        return rwkvc_fail(RWKVC_ERR_NOMEM, "cannot move the weights into private memory: %s", strerror(e));
+    }
+    return RWKVC_OK;
+#else
+    return rwkvc_fail(RWKVC_ERR_BACKEND, "this system cannot move mapped pages (no mremap)");
+#endif
 }
 
 void rwkvc_gguf_close(rwkvc_gguf *g) {

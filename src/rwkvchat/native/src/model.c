@@ -15,6 +15,7 @@
 #include "forward.h"
 #include "forward_legacy.h"
 #include "model.h"
+#include "private_weights.h"
 #include "status.h"
 
 const rwkvc_gguf *rwkvc_model_gguf(const rwkvc_model *m) {
@@ -341,6 +342,7 @@ void rwkvc_model_free(rwkvc_model *m) {
     if (!m) {
         return;
     }
+    rwkvc_private_weights_free(m->private_weights); /* Before the mapping it moves goes away. */
     for (size_t i = 0; i < m->n_owned; i++) {
         free(m->owned[i]);
     }
@@ -438,17 +440,113 @@ rwkvc_status rwkvc_model_from_gguf(rwkvc_gguf *g, uint32_t n_threads, rwkvc_mode
     return RWKVC_OK;
 }
 
-RWKVC_API rwkvc_status rwkvc_model_load(const char *path, uint32_t n_threads, rwkvc_model **out) {
+/* Moving in the background pays where decode streams many weights and the memory is there to spare. */
+#define AUTO_MIN_BYTES ((uint64_t)16 << 20)
+
+/* Reads a "Key:   N kB" line of /proc/meminfo in bytes; 0 if absent. */
+static uint64_t meminfo_bytes(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) {
+        return 0;
+    }
+    char line[256];
+    uint64_t value = 0;
+    size_t n = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, n) == 0 && line[n] == ':') {
+            value = strtoull(line + n + 1, NULL, 10) * 1024;
+            break;
+        }
+    }
+    fclose(f);
+    return value;
+}
+
+/* Whether RWKVC_WEIGHTS_AUTO moves `bytes` of weights: Linux with transparent huge pages not switched off, and
+   the copy small next to the memory available (the page cache of the file itself is part of that). */
+static bool auto_moves(uint64_t bytes) {
+#if defined(__linux__)
+    if (bytes < AUTO_MIN_BYTES) {
+        return false;
+    }
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        char line[128] = {0};
+        bool never = fgets(line, sizeof line, f) && strstr(line, "[never]");
+        fclose(f);
+        if (never) {
+            return false;
+        }
+    }
+    uint64_t avail = meminfo_bytes("MemAvailable");
+    return avail > 0 && bytes <= avail / 2;
+#else
+    (void)bytes;
+    return false;
+#endif
+}
+
+/* Starts the move of m's weights that mode asks for (the embedding's huge pages stay mapped). */
+static rwkvc_status start_private_weights(rwkvc_model *m, uint32_t mode) {
+    if (mode == RWKVC_WEIGHTS_MMAP) {
+        return RWKVC_OK;
+    }
+    const uint8_t *emb = m->emb.data;
+    size_t skip_begin = (size_t)(emb - m->gguf->base);
+    size_t skip_end = skip_begin + m->emb.rows * m->emb.row_bytes;
+    size_t begin, end;
+    uint64_t bytes = rwkvc_private_weights_plan(m->gguf, skip_begin, skip_end, &begin, &end);
+    if (mode == RWKVC_WEIGHTS_AUTO && !auto_moves(bytes)) {
+        return RWKVC_OK;
+    }
+    return rwkvc_private_weights_start(m->gguf, skip_begin, skip_end, mode == RWKVC_WEIGHTS_AUTO,
+                                       &m->private_weights);
+}
+
+RWKVC_API rwkvc_status rwkvc_model_load_ex(const char *path, uint32_t n_threads, uint32_t weights_mode,
+                                           rwkvc_model **out) {
     rwkvc_clear_error();
     if (!path || !out) {
         return rwkvc_fail(RWKVC_ERR_ARG, "rwkvc_model_load: NULL argument");
+    }
+    if (weights_mode > RWKVC_WEIGHTS_COPY) {
+        return rwkvc_fail(RWKVC_ERR_ARG, "rwkvc_model_load_ex: weights_mode %u is not an rwkvc_weights_mode",
+                          weights_mode);
     }
     rwkvc_gguf *g = NULL;
     rwkvc_status st = rwkvc_gguf_open(path, &g);
     if (st != RWKVC_OK) {
         return st;
     }
-    return rwkvc_model_from_gguf(g, n_threads, out);
+    rwkvc_model *m = NULL;
+    st = rwkvc_model_from_gguf(g, n_threads, &m);
+    if (st != RWKVC_OK) {
+        return st;
+    }
+    st = start_private_weights(m, weights_mode);
+    if (st != RWKVC_OK) {
+        rwkvc_model_free(m);
+        return st;
+    }
+    *out = m;
+    return RWKVC_OK;
+}
+
+RWKVC_API rwkvc_status rwkvc_model_load(const char *path, uint32_t n_threads, rwkvc_model **out) {
+    return rwkvc_model_load_ex(path, n_threads, RWKVC_WEIGHTS_AUTO, out);
+}
+
+RWKVC_API rwkvc_status rwkvc_model_weights_moved(rwkvc_model *m, uint32_t wait, uint64_t *moved, uint64_t *total) {
+    rwkvc_clear_error();
+    if (!m || !moved || !total) {
+        return rwkvc_fail(RWKVC_ERR_ARG, "rwkvc_model_weights_moved: NULL argument");
+    }
+    *moved = 0;
+    *total = 0;
+    if (m->private_weights) {
+        rwkvc_private_weights_progress(m->private_weights, wait != 0, moved, total);
+    }
+    return RWKVC_OK;
 }
 
 RWKVC_API rwkvc_status rwkvc_model_info(const rwkvc_model *m, rwkvc_info *out) {

@@ -1,7 +1,8 @@
 /*
  * model.h: the loaded model: the GGUF mapping, hyperparameters, and per-layer views of the weights.
  *
- * Matrices stay in the read-only mapping (never copied); each is described by an rwkvc_weight with the kernels
+ * Matrices stay at their address in the read-only mapping (private_weights.c may swap the pages behind it for a
+ * private copy of the same bytes); each is described by an rwkvc_weight with the kernels
  * chosen for its type at load. 1-D parameters (norms, token-shift coefficients, decay biases...) are tiny and
  * are converted to owned fp32 copies at load, whatever their stored type.
  *
@@ -73,8 +74,11 @@ typedef struct {
 
 typedef struct rwkvc_arch_ops rwkvc_arch_ops;
 
+struct rwkvc_private_weights;
+
 struct rwkvc_model {
     rwkvc_gguf *gguf;               /* Owned; the weights point into its mapping. */
+    struct rwkvc_private_weights *private_weights; /* Owned; moves the mapping into private memory, or NULL. */
     rwkvc_info info;
     const rwkvc_arch_ops *ops;
     uint32_t n_threads;             /* Default worker count for new contexts. */
