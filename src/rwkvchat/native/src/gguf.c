@@ -727,30 +727,40 @@ static size_t round_up(size_t x, size_t to) {
     return (x + to - 1) / to * to;
 }
 
-/* Maps size bytes of fd read-only at an address that is a multiple of RWKVC_HUGE_PAGE (so that parts of it can
-   later be replaced by huge pages of private memory), by reserving size + one huge page of address space and
-   mapping the file over its aligned part. NULL with errno set on failure. */
-static void *map_aligned(int fd, size_t size) {
-    size_t span = round_up(size, page_size());
-    uint8_t *reserve = mmap(NULL, span + RWKVC_HUGE_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                            -1, 0);
-    if (reserve == MAP_FAILED) {
+/* span bytes (a page multiple) of fresh private anonymous memory with protection prot, starting on a
+   RWKVC_HUGE_PAGE boundary: one huge page more is reserved and the slack on both sides unmapped. NULL with errno
+   set on failure. */
+static uint8_t *map_anon_aligned(size_t span, int prot, int extra_flags) {
+    uint8_t *raw = mmap(NULL, span + RWKVC_HUGE_PAGE, prot, MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
+    if (raw == MAP_FAILED) {
         return NULL;
     }
-    uint8_t *at = (uint8_t *)round_up((uintptr_t)reserve, RWKVC_HUGE_PAGE);
+    uint8_t *at = (uint8_t *)round_up((uintptr_t)raw, RWKVC_HUGE_PAGE);
+    if (at > raw) {
+        munmap(raw, (size_t)(at - raw));
+    }
+    size_t tail = (size_t)(raw + RWKVC_HUGE_PAGE - at);
+    if (tail > 0) {
+        munmap(at + span, tail);
+    }
+    return at;
+}
+
+/* Maps size bytes of fd read-only at an address that is a multiple of RWKVC_HUGE_PAGE (so that parts of it can
+   later be replaced by huge pages of private memory), over an aligned reservation of address space. NULL with
+   errno set on failure. */
+static void *map_aligned(int fd, size_t size) {
+    size_t span = round_up(size, page_size());
+    uint8_t *at = map_anon_aligned(span, PROT_NONE, MAP_NORESERVE);
+    if (at == NULL) {
+        return NULL;
+    }
     void *map = mmap(at, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
     if (map == MAP_FAILED) {
         int e = errno;
-        munmap(reserve, span + RWKVC_HUGE_PAGE);
+        munmap(at, span);
         errno = e;
         return NULL;
-    }
-    if (at > reserve) {
-        munmap(reserve, (size_t)(at - reserve));
-    }
-    size_t tail = (size_t)(reserve + span + RWKVC_HUGE_PAGE - (at + span));
-    if (tail > 0) {
-        munmap(at + span, tail);
     }
     return map;
 }
@@ -826,17 +836,9 @@ rwkvc_status rwkvc_gguf_make_private(rwkvc_gguf *g, size_t off, size_t len) {
     /* Private memory starting on a huge-page boundary, like the target range, so that mremap can move whole
        huge pages (PMD entries) instead of splitting them. */
     size_t span = round_up(len, page_size());
-    uint8_t *raw = mmap(NULL, span + RWKVC_HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) {
+    uint8_t *copy = map_anon_aligned(span, PROT_READ | PROT_WRITE, 0);
+    if (copy == NULL) {
         return rwkvc_fail(RWKVC_ERR_NOMEM, "cannot allocate %zu bytes for the weights: %s", span, strerror(errno));
-    }
-    uint8_t *copy = (uint8_t *)round_up((uintptr_t)raw, RWKVC_HUGE_PAGE);
-    if (copy > raw) {
-        munmap(raw, (size_t)(copy - raw));
-    }
-    size_t tail = (size_t)(raw + span + RWKVC_HUGE_PAGE - (copy + span));
-    if (tail > 0) {
-        munmap(copy + span, tail);
     }
 #if defined(MADV_HUGEPAGE)
     madvise(copy, span, MADV_HUGEPAGE); /* Advice only: without transparent huge pages the copy still works. */
