@@ -6,7 +6,8 @@
  * `bench threads N [type ...]` instead runs the best kernels on N threads over matrices of about 1 GiB (beyond any
  * cache) and compares their weight-read rate with a plain N-thread read of the same bytes (the bandwidth bound),
  * alternating the two BENCH_REPS times (default 5) and keeping the best of each; type names (q4_0 ...) select types;
- * RWKVC_ISA=avx2 caps the instruction set as in the library.
+ * RWKVC_ISA=avx2 caps the instruction set as in the library; BENCH_COLS sets the columns (default 8192; the model
+ * shapes are 1024-8192). The matrices sit in transparent huge pages, like the weights of a loaded model.
  *
  * Build against the static library of a CMake build dir B:
  *   cc -O2 -I src/rwkvchat/native/src -I src/rwkvchat/native/include scripts/bench_quant_matvec.c \
@@ -17,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "cpu.h"
 #include "kernels.h"
@@ -58,6 +62,20 @@ static void *run_read(void *p) {
     return NULL;
 }
 
+/* The weights live in transparent huge pages once moved out of the file mapping (private_weights.c): the
+   matrices here do too, where the kernel offers them. */
+static uint8_t *alloc_weights(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, (bytes + huge - 1) / huge * huge) != 0) {
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 static double run_threads(void *(*fn)(void *), job *jobs, int nt) {
     pthread_t th[256];
     const double t0 = now();
@@ -71,10 +89,11 @@ static double run_threads(void *(*fn)(void *), job *jobs, int nt) {
 }
 
 static int bench_threads(int nt, int argc, char **argv) {
-    const size_t C = 8192;
+    const char *cols_env = getenv("BENCH_COLS");
+    const size_t C = cols_env ? (size_t)atol(cols_env) : 8192;
     const uint32_t types[] = {8, 2, 3, 6, 7, 12, 13, 14};
     const rwkvc_isa isa = rwkvc_isa_select(); /* RWKVC_ISA=avx2 times the AVX2 kernels */
-    printf("%d threads, %s kernels, about 1 GiB per matrix\n", nt, rwkvc_isa_name(isa));
+    printf("%d threads, %s kernels, about 1 GiB per matrix of %zu columns\n", nt, rwkvc_isa_name(isa), C);
     float *x = malloc(C * sizeof(float));
     for (size_t i = 0; i < C; i++) {
         x[i] = (float)((i * 40503u) % 777) / 777.f - 0.5f;
@@ -92,7 +111,7 @@ static int bench_threads(int nt, int argc, char **argv) {
         }
         const size_t rb = C / tr->block_size * tr->block_bytes;
         const size_t R = ((size_t)1 << 30) / rb;
-        uint8_t *W = malloc(R * rb);
+        uint8_t *W = alloc_weights(R * rb);
         /* Random bytes with tame scales: the speed does not depend on the values. */
         for (size_t i = 0; i < R * rb; i++) {
             W[i] = (uint8_t)(i * 2654435761u >> 13);
@@ -163,7 +182,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 8; k++) {
         const rwkvc_type_traits *tr = rwkvc_quant_traits(types[k]);
         const size_t rb = C / tr->block_size * tr->block_bytes;
-        uint8_t *W = malloc(R * rb);
+        uint8_t *W = alloc_weights(R * rb);
         for (size_t r = 0; r < R; r++) {
             tr->quantize_row(w + r * C, W + r * rb, C);
         }
