@@ -32,6 +32,19 @@ void rwkvc_group_norm(float *x, const float *w, const float *b, size_t n_groups,
     }
 }
 
+void rwkvc_relu_sq(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float q = x[i] > 0.0f ? x[i] : 0.0f;
+        x[i] = q * q;
+    }
+}
+
+void rwkvc_add(float *restrict x, const float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        x[i] += y[i];
+    }
+}
+
 void rwkvc_embed_row(const rwkvc_model *m, uint32_t token, float *out) {
     const char *row = (const char *)m->emb.data + (size_t)token * m->emb.row_bytes;
     m->emb_traits->dequantize_row(row, out, m->emb.cols);

@@ -86,10 +86,7 @@ static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *ff
         {&ly->ffn_k, b->xk, D, b->ffn, F},
     };
     rwkvc_matmul_multi(c, ops, 2, T);
-    for (size_t i = 0; i < T * F; i++) {
-        float q = b->ffn[i] > 0.0f ? b->ffn[i] : 0.0f;
-        b->ffn[i] = q * q;
-    }
+    rwkvc_relu_sq(b->ffn, T * F);
     rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, T, b->tmp, D);
     for (size_t i = 0; i < T * D; i++) {
         b->x[i] += rwkvc_sigmoidf(b->r[i]) * b->tmp[i];

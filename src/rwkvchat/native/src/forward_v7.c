@@ -312,18 +312,13 @@ typedef struct {
 /* x += y over [i0, i1). */
 static void add_task(void *arg, size_t i0, size_t i1) {
     const elem_job *j = arg;
-    for (size_t i = i0; i < i1; i++) {
-        j->x[i] += j->y[i];
-    }
+    rwkvc_add(j->x + i0, j->y + i0, i1 - i0);
 }
 
 /* sq = relu(sq)^2 over [i0, i1). */
 static void relu_sq_task(void *arg, size_t i0, size_t i1) {
     const elem_job *j = arg;
-    for (size_t i = i0; i < i1; i++) {
-        float q = j->sq[i] > 0.0f ? j->sq[i] : 0.0f;
-        j->sq[i] = q * q;
-    }
+    rwkvc_relu_sq(j->sq + i0, i1 - i0);
 }
 
 static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, float *st, v7_bufs *b) {
