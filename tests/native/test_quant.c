@@ -221,6 +221,78 @@ static void test_simd_vs_ref(const char *isa, const rwkvc_matmul_kernels *(*regi
     }
 }
 
+/*
+ * The AMX path of the packed sequence-mode GEMM against its VNNI path: the same integer block dots scaled in the
+ * same order, so the outputs must be equal bit for bit, over vector counts below, at and past the 16 vectors of
+ * an AMX tile, partial 16-row tiles, and row ranges that start inside the matrix.
+ */
+static void test_amx_matches_vnni(void) {
+    const rwkvc_cpu_flags *f = rwkvc_cpu_features();
+    if (!f->amx_int8) {
+        printf("  (no AMX-INT8 here: the AMX GEMM is not tested)\n");
+        return;
+    }
+    static const size_t vecs[] = {4, 15, 16, 17, 40};
+    static const size_t rows_list[] = {16, 37, 150};
+    for (size_t k = 0; k < N_TYPES; k++) {
+        const uint32_t type = k_types[k];
+        if (type == RWKVC_TYPE_Q6_K) {
+            continue; /* no packed GEMM */
+        }
+        const rwkvc_type_traits *tr = rwkvc_quant_traits(type);
+        const rwkvc_matmul_kernels *K = rwkvc_quant_kernels_avx512(type);
+        int cases = 0;
+        for (size_t nbi = 0; nbi < 3; nbi++) {
+            const size_t cols = tr->block_size * (tr->block_size == 256 ? 1 + 2 * nbi : 1 + 5 * nbi);
+            for (size_t ri = 0; ri < 3; ri++) {
+                const size_t rows = rows_list[ri];
+                const size_t row_bytes = cols / tr->block_size * tr->block_bytes;
+                const size_t ab = K->act_bytes(cols);
+                const size_t n_max = vecs[4];
+                float *Wf = malloc(rows * cols * sizeof(float));
+                uint8_t *W = malloc(rows * row_bytes);
+                float *X = malloc(cols * sizeof(float));
+                uint8_t *xq = malloc(n_max * ab);
+                float *Ya = malloc(n_max * rows * sizeof(float));
+                float *Yv = malloc(n_max * rows * sizeof(float));
+                for (size_t i = 0; i < rows * cols; i++) {
+                    Wf[i] = rng_normal() * 0.05f;
+                }
+                for (size_t r = 0; r < rows; r++) {
+                    tr->quantize_row(Wf + r * cols, W + r * row_bytes, cols);
+                }
+                for (size_t t = 0; t < n_max; t++) {
+                    for (size_t c = 0; c < cols; c++) {
+                        X[c] = rng_normal();
+                    }
+                    K->prepare_act(X, xq + t * ab, cols);
+                }
+                for (size_t vi = 0; vi < 5; vi++) {
+                    const size_t n_vec = vecs[vi];
+                    const size_t r0 = (vi % 2) * 16;
+                    memset(Ya, 0, n_max * rows * sizeof(float));
+                    memset(Yv, 0, n_max * rows * sizeof(float));
+                    K->matmat(W, row_bytes, xq, ab, n_vec, Ya, rows, r0, rows, cols);
+                    rwkvc_quant_disable_amx = 1;
+                    K->matmat(W, row_bytes, xq, ab, n_vec, Yv, rows, r0, rows, cols);
+                    rwkvc_quant_disable_amx = 0;
+                    CHECK(memcmp(Ya, Yv, n_vec * rows * sizeof(float)) == 0,
+                          "%s AMX GEMM differs from VNNI: rows %zu cols %zu n_vec %zu r0 %zu", tr->name, rows, cols,
+                          n_vec, r0);
+                    cases++;
+                }
+                free(Wf);
+                free(W);
+                free(X);
+                free(xq);
+                free(Ya);
+                free(Yv);
+            }
+        }
+        printf("  %-5s AMX GEMM bit-identical to VNNI in %d cases\n", tr->name, cases);
+    }
+}
+
 /* Relative RMSE of quantize -> dequantize on Gaussian rows (quant-formats.md 5.3 x 1.5; K-quants from ggml). */
 static void test_roundtrip_rmse(void) {
     static const struct {
@@ -403,6 +475,7 @@ int main(void) {
             rwkvc_quant_disable_vnni = 1;
             test_simd_vs_ref("avx512", rwkvc_quant_kernels_avx512);
             rwkvc_quant_disable_vnni = 0;
+            test_amx_matches_vnni();
         }
     } else {
         printf("  (no AVX-512 on this CPU)\n");

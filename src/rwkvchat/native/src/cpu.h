@@ -18,6 +18,7 @@ typedef struct {
     int avx512;      /* AVX-512 F + BW + VL + DQ with OS-enabled ZMM/opmask state. */
     int avx512_vnni;
     int avx512_bf16;
+    int amx_int8;    /* AMX-TILE + AMX-INT8, tile state enabled by the OS and granted to this process. */
     int neon;
 } rwkvc_cpu_flags;
 

@@ -18,6 +18,22 @@
 
 #if defined(RWKVC_X86)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+
+/*
+ * Linux hands out the AMX tile-data state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, feature 18,
+ * XTILEDATA; kernel 5.16 on); without it the first tile instruction kills the process. Granted to the whole
+ * process, so asking once before any thread uses a tile is enough.
+ */
+static int request_amx(void) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
 
 static uint64_t read_xcr0(void) {
     uint32_t eax, edx;
@@ -50,6 +66,8 @@ static void detect(rwkvc_cpu_flags *f) {
     int avx512bw = (b >> 30) & 1;
     int avx512vl = (b >> 31) & 1;
     int vnni = (c >> 11) & 1;
+    int amx_tile = (d >> 24) & 1;
+    int amx_int8 = (d >> 25) & 1;
     unsigned max_sub = a;
     int bf16 = 0;
     if (max_sub >= 1) {
@@ -60,6 +78,8 @@ static void detect(rwkvc_cpu_flags *f) {
     f->avx512 = f->avx2 && avx512f && avx512dq && avx512bw && avx512vl && os_zmm;
     f->avx512_vnni = f->avx512 && vnni;
     f->avx512_bf16 = f->avx512 && bf16;
+    /* XCR0 bits 17-18: tile configuration and tile data, enabled by the OS. */
+    f->amx_int8 = f->avx512_vnni && amx_tile && amx_int8 && (xcr0 & 0x60000) == 0x60000 && request_amx();
     if (!os_ymm) {
         f->fma = 0;
         f->f16c = 0;
@@ -209,8 +229,9 @@ RWKVC_API const char *rwkvc_system_info(void) {
     int cuda = 0;
 #endif
     snprintf(g_sysinfo, sizeof(g_sysinfo),
-             "AVX2=%d AVX512=%d AVX512_VNNI=%d AVX512_BF16=%d F16C=%d FMA=%d NEON=%d CUDA=%d kernels=%s threads=%ld",
-             f->avx2, f->avx512, f->avx512_vnni, f->avx512_bf16, f->f16c, f->fma, f->neon, cuda,
+             "AVX2=%d AVX512=%d AVX512_VNNI=%d AVX512_BF16=%d AMX_INT8=%d F16C=%d FMA=%d NEON=%d CUDA=%d kernels=%s "
+             "threads=%ld",
+             f->avx2, f->avx512, f->avx512_vnni, f->avx512_bf16, f->amx_int8, f->f16c, f->fma, f->neon, cuda,
              rwkvc_isa_name(rwkvc_isa_select()), n_cpus());
     return g_sysinfo;
 }

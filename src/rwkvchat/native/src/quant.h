@@ -146,6 +146,8 @@ static inline void rwkvc_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint
  * both. Defined in quant_ref.c; never set by the library itself.
  */
 extern int rwkvc_quant_disable_vnni;
+/* Test hook: non-zero keeps the packed GEMM of sequence mode off AMX, on its VNNI register tiles. */
+extern int rwkvc_quant_disable_amx;
 
 /* Scalar activation quantizer shared by the reference kernels and used for the tail checks of the SIMD ones. */
 void rwkvc_q8act_prepare_ref(const float *x, void *xq, size_t cols);

@@ -806,6 +806,110 @@ ALWAYS_INLINE void pk_tiles_nv(float cmin, int nv, const uint8_t *wq, const floa
     }
 }
 
+#if defined(RWKVC_HAVE_AMX)
+/*
+ * The same packed GEMM with AMX computing the integer block dots. A packed block (8 groups of 4 elements x 16 rows,
+ * above) is already the layout of an AMX B tile of 8 rows x 64 bytes, so one tdpbsud of an A tile holding the
+ * 32 activation quants of up to 16 vectors (rows PK_AMX_NV apart by x_stride, straight from the prepared
+ * activations) gives each vector's 16 int32 block dots: the s[t] of pk_tile, exact, for 16 vectors at once
+ * instead of 8 vpdpbusd per vector. The dots leave through a 1 KB tile store and go through pk_tile's scaling
+ * unchanged, in the same order, so the result is bit-identical to pk_tile's.
+ */
+#define PK_AMX_NV 16
+
+/* The 64-byte AMX tile configuration (palette 1). */
+typedef struct {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/*
+ * Tiles: per block in flight (PK_AMX_PAIR = 2 at once, so one block's tile work overlaps the other's), the dots
+ * (nv rows x 16 int32: tiles 0, 3), the activations (nv rows x 32 bytes: 1, 4) and the packed block (8 x 64: 2, 5).
+ */
+static void amx_configure(int nv) {
+    amx_config c;
+    memset(&c, 0, sizeof(c));
+    c.palette = 1;
+    for (int i = 0; i < 6; i += 3) {
+        c.rows[i] = (uint8_t)nv;
+        c.colsb[i] = 64;
+        c.rows[i + 1] = (uint8_t)nv;
+        c.colsb[i + 1] = QK;
+        c.rows[i + 2] = QK / 4;
+        c.colsb[i + 2] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/* The scaling of pk_tile for block b's dots (nv rows of 16 int32), in the same operation order. */
+ALWAYS_INLINE void amx_scale_block(float cmin, int nv, const int32_t *dots, const float *dw, const float *mw,
+                                   const float *dx, const float *sx, size_t b, __m512 *acc) {
+    const __m512 dwb = _mm512_load_ps(dw + b * PK_ROWS);
+    const float *dxb = dx + b * PK_AMX_NV;
+    const float *sxb = sx + b * PK_AMX_NV;
+    for (int t = 0; t < nv; t++) {
+        const __m512 st = _mm512_cvtepi32_ps(_mm512_load_si512((const void *)(dots + 16 * t)));
+        if (cmin != 0.0f) {
+            const __m512 v = _mm512_fmadd_ps(st, _mm512_set1_ps(dxb[t]), _mm512_set1_ps(sxb[t]));
+            acc[t] = _mm512_fmadd_ps(dwb, v, acc[t]);
+        } else {
+            const __m512 sc = _mm512_mul_ps(dwb, _mm512_set1_ps(dxb[t]));
+            acc[t] = _mm512_fmadd_ps(st, sc, acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_load_ps(mw + b * PK_ROWS), _mm512_set1_ps(sxb[t]), acc[t]);
+        }
+    }
+}
+
+/*
+ * Y[t][r + i] for t < nv (the configured tile rows), i < 16 (masked). q0: vector 0's activation quants, the others
+ * x_stride bytes apart; dx / sx: [nb][PK_AMX_NV] activation scales d_x and min terms (cmin * s_x where cmin != 0,
+ * else s_x) of the nv vectors, block-major, so each is one broadcast from memory.
+ */
+ALWAYS_INLINE void pk_tile_amx(float cmin, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+                               const int8_t *q0, size_t x_stride, const float *dx, const float *sx, float *Y,
+                               size_t ldy, size_t r, __mmask16 mask) {
+    __m512 acc[PK_AMX_NV];
+    int32_t dots[2][PK_AMX_NV * 16] __attribute__((aligned(64)));
+    for (int t = 0; t < nv; t++) {
+        acc[t] = _mm512_setzero_ps();
+    }
+    size_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        _tile_zero(0);
+        _tile_zero(3);
+        _tile_loadd(1, q0 + b * QK, x_stride);
+        _tile_loadd(2, wq + b * QK * PK_ROWS, 64);
+        _tile_loadd(4, q0 + (b + 1) * QK, x_stride);
+        _tile_loadd(5, wq + (b + 1) * QK * PK_ROWS, 64);
+        _tile_dpbsud(0, 1, 2);
+        _tile_dpbsud(3, 4, 5);
+        _tile_stored(0, dots[0], 64);
+        _tile_stored(3, dots[1], 64);
+        amx_scale_block(cmin, nv, dots[0], dw, mw, dx, sx, b, acc);
+        amx_scale_block(cmin, nv, dots[1], dw, mw, dx, sx, b + 1, acc);
+    }
+    if (b < nb) {
+        _tile_zero(0);
+        _tile_loadd(1, q0 + b * QK, x_stride);
+        _tile_loadd(2, wq + b * QK * PK_ROWS, 64);
+        _tile_dpbsud(0, 1, 2);
+        _tile_stored(0, dots[0], 64);
+        amx_scale_block(cmin, nv, dots[0], dw, mw, dx, sx, b, acc);
+    }
+    for (int t = 0; t < nv; t++) {
+        _mm512_mask_storeu_ps(Y + t * ldy + r, mask, acc[t]);
+    }
+}
+
+static inline int use_amx(void) {
+    return rwkvc_cpu_features()->amx_int8 && !rwkvc_quant_disable_amx;
+}
+#endif
+
 /* Packed GEMM over rows [r0, r1); returns 0 (nothing written) if the scratch buffers cannot be allocated. */
 ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
                                 size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
@@ -824,12 +928,59 @@ ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const
             return 0;
         }
     }
+#if defined(RWKVC_HAVE_AMX)
+    /* The vectors' scales, block-major per group of PK_AMX_NV vectors: [group][dx, sx][nb][PK_AMX_NV]. */
+    float *scales = NULL;
+    int amx = use_amx();
+    int configured = 0;
+    if (amx) {
+        const size_t groups = (n_vec + PK_AMX_NV - 1) / PK_AMX_NV;
+        scales = malloc(groups * 2 * nb * PK_AMX_NV * sizeof(float));
+        amx = scales != NULL;
+        for (size_t t = 0; amx && t < n_vec; t++) {
+            const act_view xv = view_of((const char *)X + t * x_stride, cols);
+            float *dx = scales + (t / PK_AMX_NV) * 2 * nb * PK_AMX_NV + t % PK_AMX_NV;
+            float *sx = dx + nb * PK_AMX_NV;
+            for (size_t b = 0; b < nb; b++) {
+                dx[b * PK_AMX_NV] = xv.d[b];
+                sx[b * PK_AMX_NV] = cmin != 0.0f ? cmin * xv.s[b] : xv.s[b];
+            }
+        }
+    }
+#endif
     for (size_t rb = r0; rb < r1; rb += ntiles * PK_ROWS) {
         size_t nt = 0;
         for (size_t r = rb; r < r1 && nt < ntiles; r += PK_ROWS, nt++) {
             const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
             pk_pack(type, (const uint8_t *)W, row_bytes, r, nr, cols, pb[nt].wq, pb[nt].dw, pb[nt].mw, pb[nt].tmp);
         }
+#if defined(RWKVC_HAVE_AMX)
+        if (amx) {
+            for (size_t t = 0; t < n_vec; t += PK_AMX_NV) {
+                const size_t nv = n_vec - t < PK_AMX_NV ? n_vec - t : PK_AMX_NV;
+                if ((int)nv != configured) {
+                    amx_configure((int)nv);
+                    configured = (int)nv;
+                }
+                const int8_t *q0 = view_of((const char *)X + t * x_stride, cols).q;
+                const float *dx = scales + (t / PK_AMX_NV) * 2 * nb * PK_AMX_NV;
+                const float *sx = dx + nb * PK_AMX_NV;
+                for (size_t k = 0; k < nt; k++) {
+                    const size_t r = rb + k * PK_ROWS;
+                    const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
+                    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+                    if (nv == PK_AMX_NV) {
+                        pk_tile_amx(cmin, PK_AMX_NV, pb[k].wq, pb[k].dw, pb[k].mw, nb, q0, x_stride, dx, sx,
+                                    Y + t * ldy, ldy, r, mask);
+                    } else {
+                        pk_tile_amx(cmin, (int)nv, pb[k].wq, pb[k].dw, pb[k].mw, nb, q0, x_stride, dx, sx,
+                                    Y + t * ldy, ldy, r, mask);
+                    }
+                }
+            }
+            continue;
+        }
+#endif
         for (size_t t = 0; t < n_vec; t += PK_NV) {
             const size_t nv = n_vec - t < PK_NV ? n_vec - t : PK_NV;
             act_view xs[PK_NV];
@@ -844,6 +995,13 @@ ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const
             }
         }
     }
+#if defined(RWKVC_HAVE_AMX)
+    if (configured) {
+        /* Leave the tile state clean, so context switches of this thread save no tile data. */
+        _tile_release();
+    }
+    free(scales);
+#endif
     for (size_t k = 0; k < ntiles; k++) {
         free(buf[k]);
     }

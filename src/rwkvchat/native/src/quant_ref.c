@@ -725,6 +725,7 @@ const rwkvc_type_traits *rwkvc_quant_traits(uint32_t type) {
 /* ===================== Prepared activation ===================== */
 
 int rwkvc_quant_disable_vnni = 0;
+int rwkvc_quant_disable_amx = 0;
 
 void rwkvc_q8act_prepare_ref(const float *x, void *xq, size_t cols) {
     const size_t nb = cols / QK;
