@@ -59,8 +59,9 @@ void rwkvc_group_norm(float *x, const float *w, const float *b, size_t n_groups,
  */
 void rwkvc_relu_sq(float *x, size_t n);
 
-/* x += y over n floats. */
-void rwkvc_add(float *restrict x, const float *restrict y, size_t n);
+/* x += y over n floats (x and y must not overlap; the definition says restrict, which C++, the CUDA build's
+   language for this header, does not have). */
+void rwkvc_add(float *x, const float *y, size_t n);
 
 /*
  * Y[t][0..W.rows) = W X[t] for t < n_vec, split over the context's threads by rows.
