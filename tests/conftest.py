@@ -293,6 +293,19 @@ def official_states(npz) -> np.ndarray:
 CHUNKS = (1, 7, 16, 40)
 
 
+def seq_tolerance(model) -> float:
+    """Relative tolerance between sequence mode and token-by-token logits of one model.
+
+    1e-5, or 1e-4 where f16/bf16 matrices run the split-bf16 AMX GEMM in sequence mode (kernels_avx512.c), which
+    keeps about 17 bits of each product where the FMA GEMM keeps 24.
+    """
+    from rwkvchat.model import system_info
+
+    info = system_info().split()
+    amx = "AMX_BF16=1" in info and "kernels=avx512" in info
+    return 1e-4 if amx and model.weight_type.lower() in ("f16", "bf16") else 1e-5
+
+
 def run_modes(model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """mode -> (logits (T, V), final state) for token-by-token, sequence and chunked feeding of 64 tokens.
 
@@ -317,8 +330,8 @@ def run_modes(model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarr
     assert model.forward(tokens[:-1], s2, logits=False) is None
     last2 = model.forward(tokens[-1:], s2)
     scale = max(out["seq"][0].std(), 1e-6)
-    assert np.abs(last - out["seq"][0][-1]).max() <= 1e-5 * scale
-    assert np.abs(last2 - last).max() <= 1e-5 * scale
+    assert np.abs(last - out["seq"][0][-1]).max() <= seq_tolerance(model) * scale
+    assert np.abs(last2 - last).max() <= seq_tolerance(model) * scale
     return out
 
 

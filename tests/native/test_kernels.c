@@ -211,6 +211,93 @@ static void check_gemm(const char *isa_name, uint32_t type, const rwkvc_matmul_k
     }
 }
 
+/*
+ * The optional sequence mode on prepared activations (AMX-BF16 for f16/bf16): the split-bf16 sums are within
+ * 2^-16 sum_c |W x| of the exact (double) products of the stored weights (measured: about 2^-21); a left-out
+ * wl or xl term breaks that by 2^3 or more. Also: rows outside [r0, r1) and vectors past n stay untouched, a
+ * split row range gives the same bits, and the test hook turns the mode off. Returns the cases run.
+ */
+static int check_seq(const char *isa_name, uint32_t type, const rwkvc_matmul_kernels *ks) {
+    static const struct {
+        size_t rows, cols, n, r0, r1;
+    } CASES[] = {
+        {400, 1000, 64, 0, 400}, {397, 129, 70, 3, 395}, {256, 300, 130, 16, 240}, {450, 64, 32, 0, 449},
+        {200, 17, 33, 1, 200},   {333, 200, 40, 5, 330}, {50, 31, 50, 0, 50},      {40, 2048, 48, 0, 40},
+        {130, 1, 35, 0, 130},    {47, 160, 64, 0, 47},
+    };
+    if (!ks->seq_act_bytes || ks->seq_act_bytes(64) == 0) {
+        return 0;
+    }
+    rwkvc_float_disable_amx = 1;
+    CHECK(ks->seq_act_bytes(64) == 0, "%s: the test hook leaves the sequence mode on", isa_name);
+    rwkvc_float_disable_amx = 0;
+    const rwkvc_type_traits *tr = rwkvc_type_traits_get(type);
+    int n_cases = 0;
+    for (size_t ci = 0; ci < sizeof(CASES) / sizeof(CASES[0]); ci++) {
+        size_t rows = CASES[ci].rows, cols = CASES[ci].cols, n = CASES[ci].n, r0 = CASES[ci].r0, r1 = CASES[ci].r1;
+        size_t row_bytes = cols * tr->block_bytes, xs = cols + 3, ldy = rows + 1;
+        /* Y has 16 vectors more than n, which must stay untouched. */
+        size_t ny = n + 16;
+        float *wf = malloc(rows * cols * sizeof(float)), *wd = malloc(rows * cols * sizeof(float));
+        void *w = malloc(rows * row_bytes);
+        float *x = malloc(n * xs * sizeof(float));
+        size_t prep_bytes = rwkvc_seq_act_total(ks->seq_act_bytes(cols), n);
+        void *xp = aligned_alloc(64, (prep_bytes + 63) / 64 * 64);
+        float *ys = malloc(ny * ldy * sizeof(float)), *yw = malloc(ny * ldy * sizeof(float));
+        for (size_t i = 0; i < rows * cols; i++) {
+            wf[i] = frand();
+        }
+        tr->quantize_row(wf, w, rows * cols);
+        tr->dequantize_row(w, wd, rows * cols);
+        for (size_t i = 0; i < n * xs; i++) {
+            /* Activations over a few orders of magnitude, so that xl matters everywhere. */
+            x[i] = frand() * (float)(1 << (i % 7));
+        }
+        for (size_t i = 0; i < ny * ldy; i++) {
+            ys[i] = yw[i] = SENTINEL;
+        }
+        ks->prepare_seq(x, xs, n, xp, cols);
+        size_t mid = r0 + ((r1 - r0) / 2) / 16 * 16;
+        ks->matmat_seq(w, row_bytes, xp, n, ys, ldy, r0, mid, cols);
+        ks->matmat_seq(w, row_bytes, xp, n, ys, ldy, mid, r1, cols);
+        ks->matmat_seq(w, row_bytes, xp, n, yw, ldy, r0, r1, cols);
+        CHECK(memcmp(ys, yw, ny * ldy * sizeof(float)) == 0, "%s %s seq rows %zu cols %zu n %zu: split range differs",
+              isa_name, tr->name, rows, cols, n);
+        double worst = 0.0;
+        int untouched = 1;
+        for (size_t t = 0; t < ny; t++) {
+            for (size_t r = 0; r < ldy; r++) {
+                float y = ys[t * ldy + r];
+                if (t >= n || r < r0 || r >= r1) {
+                    untouched &= y == SENTINEL;
+                    continue;
+                }
+                double exact = 0.0, mag = 0.0;
+                for (size_t c = 0; c < cols; c++) {
+                    double p = (double)wd[r * cols + c] * x[t * xs + c];
+                    exact += p;
+                    mag += fabs(p);
+                }
+                double e = fabs(y - exact) / (mag + 1e-30);
+                worst = e > worst ? e : worst;
+            }
+        }
+        CHECK(untouched, "%s %s seq rows %zu cols %zu n %zu: wrote outside its rows or vectors", isa_name, tr->name,
+              rows, cols, n);
+        CHECK(worst <= 1.0 / 65536, "%s %s seq rows %zu cols %zu n %zu: |y - exact| up to 2^%.1f x sum|W x|",
+              isa_name, tr->name, rows, cols, n, log2(worst));
+        n_cases++;
+        free(wf);
+        free(wd);
+        free(w);
+        free(x);
+        free(xp);
+        free(ys);
+        free(yw);
+    }
+    return n_cases;
+}
+
 #if defined(TEST_X86)
 __attribute__((target("f16c"))) static uint16_t hw_fp32_to_fp16(float f) {
     return (uint16_t)_cvtss_sh(f, 0);
@@ -365,6 +452,13 @@ int main(void) {
         if (f->avx512) {
             check_set("avx512", TYPES[i], rwkvc_float_kernels_avx512(TYPES[i]), kr, 1);
             check_gemm("avx512", TYPES[i], rwkvc_float_kernels_avx512(TYPES[i]), kr);
+            int n_seq = check_seq("avx512", TYPES[i], rwkvc_float_kernels_avx512(TYPES[i]));
+            /* f16 and bf16 have it wherever the CPU has AMX-BF16 (and this build the compiler support). */
+            CHECK(TYPES[i] == 0 ? n_seq == 0 : n_seq == 0 || f->amx_bf16, "avx512 %u: sequence mode without AMX-BF16",
+                  TYPES[i]);
+            if (n_seq > 0) {
+                printf("test_kernels: avx512 type %u sequence mode (AMX-BF16): %d cases\n", TYPES[i], n_seq);
+            }
             n_sets++;
             if (i == 0) {
                 check_wkv("avx512", rwkvc_wkv7_get(RWKVC_ISA_AVX512));

@@ -33,7 +33,8 @@ RWKVC_API rwkvc_status rwkvc_ctx_new(const rwkvc_model *m, uint32_t n_threads, r
     size_t bytes = (m->ops->scratch_floats(m, T) * sizeof(float) + 63) & ~(size_t)63;
     c->scratch = aligned_alloc(64, bytes);
     if (m->max_act_bytes > 0) {
-        c->act_cap = (RWKVC_ACT_SLOTS * T * m->max_act_bytes + 63) & ~(size_t)63;
+        /* Each slot starts 64-byte aligned (the prepared blocks are read and written with aligned vectors). */
+        c->act_cap = RWKVC_ACT_SLOTS * ((T * m->max_act_bytes + 63) & ~(size_t)63);
         c->act = aligned_alloc(64, c->act_cap);
     }
     c->pool = rwkvc_pool_new(n_threads ? n_threads : m->n_threads);

@@ -19,6 +19,7 @@ typedef struct {
     int avx512_vnni;
     int avx512_bf16;
     int amx_int8;    /* AMX-TILE + AMX-INT8, tile state enabled by the OS and granted to this process. */
+    int amx_bf16;    /* AMX-TILE + AMX-BF16, likewise. */
     int neon;
 } rwkvc_cpu_flags;
 

@@ -21,8 +21,8 @@ struct rwkvc_ctx {
     size_t max_T;         /* Tokens per chunk. */
     float *scratch;       /* ops->scratch_floats(model, max_T) floats, 64-byte aligned. */
     void *act;            /* Prepared activations: act_cap bytes (NULL if 0). */
-    size_t act_cap;       /* RWKVC_ACT_SLOTS * max_T * model->max_act_bytes: room for one slot per distinct
-                             input of a rwkvc_matmul_multi job. */
+    size_t act_cap;       /* RWKVC_ACT_SLOTS * (max_T * model->max_act_bytes, rounded up to 64 bytes): room for
+                             one slot per distinct input of a rwkvc_matmul_multi job. */
     struct rwkvc_cuda *cuda; /* GPU backend (backend_cuda.h) when made by rwkvc_ctx_new_cuda; NULL on the CPU. */
 };
 

@@ -68,12 +68,15 @@ typedef struct {
     size_t n_vec;
     float *Y;
     size_t ldy;
+    int seq;            /* X is a prepare_seq block: run matmat_seq. */
 } matmul_job;
 
 static void matmul_rows(const matmul_job *j, size_t r0, size_t r1) {
     const rwkvc_weight *W = j->W;
     const rwkvc_matmul_kernels *k = W->kern;
-    if (j->n_vec == 1) {
+    if (j->seq) {
+        k->matmat_seq(W->data, W->row_bytes, j->X, j->n_vec, j->Y, j->ldy, r0, r1, W->cols);
+    } else if (j->n_vec == 1) {
         k->matvec(W->data, W->row_bytes, j->X, j->Y, r0, r1, W->cols);
     } else if (k->matmat) {
         k->matmat(W->data, W->row_bytes, j->X, j->x_stride, j->n_vec, j->Y, j->ldy, r0, r1, W->cols);
@@ -85,12 +88,50 @@ static void matmul_rows(const matmul_job *j, size_t r0, size_t r1) {
     }
 }
 
-/* Quantized weights: each of the n_vec float vectors (x_stride floats apart) converted once, ab bytes apart. */
-static void prepare_acts(const rwkvc_matmul_kernels *k, const float *X, size_t x_stride, size_t n_vec, char *act,
-                         size_t ab, size_t cols) {
-    for (size_t t = 0; t < n_vec; t++) {
-        k->prepare_act(X + t * x_stride, act + t * ab, cols);
+/*
+ * How a product's activations are prepared before the rows are split: per vector for quantized weights
+ * (prepare_act), as one block in sequence mode where the kernels offer it now (prepare_seq), or not at all.
+ */
+typedef struct {
+    size_t vec_bytes; /* Bytes per prepared vector (0: the kernel reads the float32 vectors). */
+    size_t total;     /* Bytes of all n_vec prepared vectors, rounded up to 64 so the next slot stays aligned. */
+    int seq;
+} act_plan;
+
+static act_plan plan_act(const rwkvc_matmul_kernels *k, size_t cols, size_t n_vec, size_t cap) {
+    act_plan p = {0, 0, 0};
+    size_t sb = n_vec >= RWKVC_GEMM_MIN_VEC && k->seq_act_bytes ? k->seq_act_bytes(cols) : 0;
+    if (sb > 0 && rwkvc_seq_act_total(sb, n_vec) <= cap) {
+        p.vec_bytes = sb;
+        p.total = rwkvc_seq_act_total(sb, n_vec);
+        p.seq = 1;
+    } else if (k->act_bytes) {
+        p.vec_bytes = k->act_bytes(cols);
+        p.total = p.vec_bytes * n_vec;
     }
+    p.total = (p.total + 63) & ~(size_t)63;
+    return p;
+}
+
+/* Converts the n_vec float vectors of X (x_stride floats apart) into act as planned. */
+static void prepare(const rwkvc_matmul_kernels *k, const act_plan *p, const float *X, size_t x_stride, size_t n_vec,
+                    char *act, size_t cols) {
+    if (p->seq) {
+        k->prepare_seq(X, x_stride, n_vec, act, cols);
+        return;
+    }
+    for (size_t t = 0; t < n_vec; t++) {
+        k->prepare_act(X + t * x_stride, act + t * p->vec_bytes, cols);
+    }
+}
+
+/* Whether two products' planned preparations of the same input give the same bytes. */
+static int same_preparation(const rwkvc_matmul_kernels *a, const act_plan *pa, const rwkvc_matmul_kernels *b,
+                            const act_plan *pb) {
+    if (pa->seq != pb->seq || pa->vec_bytes != pb->vec_bytes) {
+        return 0;
+    }
+    return pa->seq ? a->prepare_seq == b->prepare_seq : a->prepare_act == b->prepare_act;
 }
 
 static void matmul_task(void *arg, size_t r0, size_t r1) {
@@ -100,14 +141,14 @@ static void matmul_task(void *arg, size_t r0, size_t r1) {
 void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_stride, size_t n_vec, float *Y,
                   size_t ldy) {
     const rwkvc_matmul_kernels *k = W->kern;
-    matmul_job j = {W, X, x_stride * sizeof(float), n_vec, Y, ldy};
-    size_t ab = k->act_bytes ? k->act_bytes(W->cols) : 0;
-    if (ab > 0) {
-        /* Quantized weights: convert each activation vector once, before the rows are split. */
-        char *act = c->act;
-        prepare_acts(k, X, x_stride, n_vec, act, ab, W->cols);
-        j.X = act;
-        j.x_stride = ab;
+    matmul_job j = {W, X, x_stride * sizeof(float), n_vec, Y, ldy, 0};
+    act_plan p = plan_act(k, W->cols, n_vec, c->act_cap);
+    if (p.vec_bytes > 0) {
+        /* Convert the activations once, before the rows are split. */
+        prepare(k, &p, X, x_stride, n_vec, c->act, W->cols);
+        j.X = c->act;
+        j.x_stride = p.vec_bytes;
+        j.seq = p.seq;
     }
     /* Row ranges are split at multiples of 16 so every SIMD tile of 4 rows stays whole. */
     size_t work = W->rows * W->cols * n_vec;
@@ -137,10 +178,11 @@ static void multi_task(void *arg, size_t p0, size_t p1) {
 
 void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size_t n_vec) {
     /* Activation bytes of every product, and whether they fit the context's slots. */
+    act_plan plans[RWKVC_MM_MAX_OPS];
     size_t need = 0;
-    for (size_t i = 0; i < n_ops; i++) {
-        const rwkvc_matmul_kernels *k = ops[i].W->kern;
-        need += (k->act_bytes ? k->act_bytes(ops[i].W->cols) : 0) * n_vec;
+    for (size_t i = 0; i < n_ops && i < RWKVC_MM_MAX_OPS; i++) {
+        plans[i] = plan_act(ops[i].W->kern, ops[i].W->cols, n_vec, c->act_cap);
+        need += plans[i].total;
     }
     if (n_ops > RWKVC_MM_MAX_OPS || need > c->act_cap) {
         for (size_t i = 0; i < n_ops; i++) {
@@ -155,25 +197,24 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
         const rwkvc_weight *W = ops[i].W;
         const rwkvc_matmul_kernels *k = W->kern;
         matmul_job *j = &mj.jobs[i];
-        *j = (matmul_job){W, ops[i].X, ops[i].x_stride * sizeof(float), n_vec, ops[i].Y, ops[i].ldy};
-        size_t ab = k->act_bytes ? k->act_bytes(W->cols) : 0;
-        if (ab > 0) {
+        *j = (matmul_job){W, ops[i].X, ops[i].x_stride * sizeof(float), n_vec, ops[i].Y, ops[i].ldy, plans[i].seq};
+        if (plans[i].vec_bytes > 0) {
             /* Reuse the prepared copy of an earlier product with the same input and preparation. */
             const void *prep = NULL;
             for (size_t q = 0; q < i && !prep; q++) {
                 const rwkvc_weight *Wq = ops[q].W;
                 if (ops[q].X == ops[i].X && ops[q].x_stride == ops[i].x_stride && Wq->cols == W->cols &&
-                    Wq->kern->prepare_act == k->prepare_act && Wq->kern->act_bytes == k->act_bytes) {
+                    same_preparation(Wq->kern, &plans[q], k, &plans[i])) {
                     prep = mj.jobs[q].X;
                 }
             }
             if (!prep) {
-                prepare_acts(k, ops[i].X, ops[i].x_stride, n_vec, act, ab, W->cols);
+                prepare(k, &plans[i], ops[i].X, ops[i].x_stride, n_vec, act, W->cols);
                 prep = act;
-                act += ab * n_vec;
+                act += plans[i].total;
             }
             j->X = prep;
-            j->x_stride = ab;
+            j->x_stride = plans[i].vec_bytes;
         }
         total_bytes += W->rows * W->row_bytes;
         total_work += W->rows * W->cols * n_vec;

@@ -68,6 +68,7 @@ static void detect(rwkvc_cpu_flags *f) {
     int vnni = (c >> 11) & 1;
     int amx_tile = (d >> 24) & 1;
     int amx_int8 = (d >> 25) & 1;
+    int amx_bf16 = (d >> 22) & 1;
     unsigned max_sub = a;
     int bf16 = 0;
     if (max_sub >= 1) {
@@ -79,7 +80,9 @@ static void detect(rwkvc_cpu_flags *f) {
     f->avx512_vnni = f->avx512 && vnni;
     f->avx512_bf16 = f->avx512 && bf16;
     /* XCR0 bits 17-18: tile configuration and tile data, enabled by the OS. */
-    f->amx_int8 = f->avx512_vnni && amx_tile && amx_int8 && (xcr0 & 0x60000) == 0x60000 && request_amx();
+    int os_amx = amx_tile && (xcr0 & 0x60000) == 0x60000 && request_amx();
+    f->amx_int8 = f->avx512_vnni && os_amx && amx_int8;
+    f->amx_bf16 = f->avx512_bf16 && os_amx && amx_bf16;
     if (!os_ymm) {
         f->fma = 0;
         f->f16c = 0;
@@ -229,9 +232,9 @@ RWKVC_API const char *rwkvc_system_info(void) {
     int cuda = 0;
 #endif
     snprintf(g_sysinfo, sizeof(g_sysinfo),
-             "AVX2=%d AVX512=%d AVX512_VNNI=%d AVX512_BF16=%d AMX_INT8=%d F16C=%d FMA=%d NEON=%d CUDA=%d kernels=%s "
+             "AVX2=%d AVX512=%d AVX512_VNNI=%d AVX512_BF16=%d AMX_INT8=%d AMX_BF16=%d F16C=%d FMA=%d NEON=%d CUDA=%d kernels=%s "
              "threads=%ld",
-             f->avx2, f->avx512, f->avx512_vnni, f->avx512_bf16, f->amx_int8, f->f16c, f->fma, f->neon, cuda,
+             f->avx2, f->avx512, f->avx512_vnni, f->avx512_bf16, f->amx_int8, f->amx_bf16, f->f16c, f->fma, f->neon, cuda,
              rwkvc_isa_name(rwkvc_isa_select()), n_cpus());
     return g_sysinfo;
 }

@@ -61,7 +61,35 @@ typedef struct {
      */
     void (*matmat)(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec, float *Y,
                    size_t ldy, size_t row_begin, size_t row_end, size_t cols);
+    /*
+     * Optional sequence mode on activations prepared as a whole (NULL in most sets): for n_vec >=
+     * RWKVC_GEMM_MIN_VEC, when seq_act_bytes(cols) is not 0 now (it depends on the CPU and on test hooks), the
+     * caller may run prepare_seq once and then matmat_seq on row ranges instead of matmat.
+     * - seq_act_bytes: bytes per vector; n_vec vectors take rwkvc_seq_act_total(seq_act_bytes, n_vec) bytes
+     *   (vectors are grouped, and the last group is padded).
+     * - prepare_seq: X holds n_vec float32[cols] vectors x_stride floats apart; Xp receives the prepared block.
+     * - matmat_seq: Y as in matmat. Its sums are not matvec's nor rwkvc_float_matmat_fma_ref's bits: each set
+     *   documents its accuracy, and its result does not depend on the row range or the thread split either.
+     */
+    size_t (*seq_act_bytes)(size_t cols);
+    void (*prepare_seq)(const float *X, size_t x_stride, size_t n_vec, void *Xp, size_t cols);
+    void (*matmat_seq)(const void *W, size_t row_bytes, const void *Xp, size_t n_vec, float *Y, size_t ldy,
+                       size_t row_begin, size_t row_end, size_t cols);
 } rwkvc_matmul_kernels;
+
+/* Vectors per group of a prepare_seq block: n_vec vectors take whole groups. */
+#define RWKVC_SEQ_GROUP 16
+
+/* Bytes of a prepare_seq block of n_vec vectors of seq_bytes bytes each. */
+static inline size_t rwkvc_seq_act_total(size_t seq_bytes, size_t n_vec) {
+    return (n_vec + RWKVC_SEQ_GROUP - 1) / RWKVC_SEQ_GROUP * RWKVC_SEQ_GROUP * seq_bytes;
+}
+
+/*
+ * Test hook: non-zero keeps the f16/bf16 sequence mode off AMX (seq_act_bytes returns 0), on the blocked FMA GEMM
+ * whose bits are rwkvc_float_matmat_fma_ref's.
+ */
+extern int rwkvc_float_disable_amx;
 
 /*
  * Sequence-mode threshold of the float (f32/f16/bf16) SIMD kernels: matmat with at least this many vectors runs

@@ -2,7 +2,7 @@
  * kernels_avx512.c: AVX-512 (F/BW/VL/DQ) matrix kernels for float weights (f32, f16, bf16).
  *
  * Weights are converted to fp32 in registers (vcvtph2ps for f16, a 16-bit shift for bf16) and multiplied with
- * fp32 activations into fp32 accumulators. Two schemes:
+ * fp32 activations into fp32 accumulators. Three schemes:
  * - matvec, and matmat with n_vec < RWKVC_GEMM_MIN_VEC: a dot-product tile of up to 4 rows x 4 vectors (16
  *   accumulators of 16 lanes, partial sums over columns reduced at the end). Each weight chunk is loaded once
  *   and used for 4 vectors. Every (row, vector) pair is accumulated over the columns in the same order whatever
@@ -10,11 +10,15 @@
  * - matmat with n_vec >= RWKVC_GEMM_MIN_VEC (sequence mode): a blocked GEMM, lanes along tokens (below). Each
  *   output is one fused multiply-add chain over the columns in order (rwkvc_float_matmat_fma_ref), so it differs
  *   from matvec in the last bits.
+ * - f16/bf16 sequence mode on CPUs with AMX-BF16 (matmat_seq, chosen by the caller when seq_act_bytes is not 0):
+ *   the same products on AMX tiles, with activations and weights split into bf16 pairs (below). About twice the
+ *   FMA GEMM's rate, with about 17 bits of each product instead of 24. f32 weights keep the FMA GEMM.
  * Column tails (cols not a multiple of 16) use masked loads, so any cols >= 1 works.
  */
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -394,7 +398,320 @@ static size_t float_act_bytes(size_t cols) {
     return 0;
 }
 
-#define DEFINE_KERNELS(suffix, wt)                                                                                 \
+#if defined(RWKVC_HAVE_AMX_BF16)
+/*
+ * ---- AMX-BF16 GEMM (sequence mode of f16 and bf16 weights) ----
+ *
+ * Y[t][r] = sum_c W[r][c] X[t][c] on the AMX tiles, about twice the FMA GEMM's rate for f16 and three times for
+ * bf16. A tile product takes bf16 (8 significant bits), so each fp32 activation is split into x = xh + xl + e
+ * with xh = bf16(x), xl = bf16(x - xh) (round to nearest: |xl| <= 2^-9 |x|, |e| <= 2^-18 |x|), and each weight
+ * into w = wh + wl the same way. For f16 weights (11 significant bits) wl has at most 3 and is exact in bf16, so
+ * w = wh + wl exactly; bf16 weights have wl = 0. The products wh xh + wl xh + wh xl (the fourth, wl xl <= 2^-18
+ * |w x|, is left out) go into fp32 accumulators, so each term is off by at most 2^-17 of |w x| and a sum is
+ * within about 2^-17 sum_c |W[r][c] X[t][c]| of the exact value plus fp32 rounding, like an fp32 sum (the unit
+ * test holds it to 2^-16; measured about 2^-21). The order of the sum depends only on cols, not on the row range
+ * or the thread split.
+ *
+ * Layouts (tiles are 16 rows x 64 bytes; C += A B with A 16 x 32 bf16, B 16 pairs x 16 columns x 2 bf16):
+ * - A: 16 weight rows x 32 columns (wh or wl), packed per row pair and column block into wp.
+ * - B: the prepared activations (prepare_seq, shared by every thread): per group of 16 vectors and per 32-column
+ *   step, a 1 KB tile of xh pairs then one of xl pairs; row p of a tile holds columns 2p, 2p + 1 of the 16
+ *   vectors. Vectors past n_vec and columns past cols are zero.
+ * - C: 16 weight rows x 16 vectors in fp32; a register block of 2 row tiles x 2 vector groups (tiles 0-3, with
+ *   A in tiles 4-5 and B in 6-7), kept in cb between column blocks and transposed into Y at the end.
+ */
+#include "cpu.h"
+
+#define AB_KC 128 /* Columns per packed weight block: 32 rows x 128 x (wh, wl) = 16 KB. */
+#define AB_MC 128 /* Rows per block: C of 128 rows x 64 vectors (32 KB) is carried between column steps. */
+#define AB_GROUPS 4 /* Vector groups per pass over a weight block (64 vectors). */
+
+static int amx_bf16_on(void) {
+    return !rwkvc_float_disable_amx && rwkvc_cpu_features()->amx_bf16;
+}
+
+static size_t ab_padded_cols(size_t cols) {
+    return (cols + 31) & ~(size_t)31;
+}
+
+static size_t amx_seq_act_bytes(size_t cols) {
+    return amx_bf16_on() ? ab_padded_cols(cols) * 4 : 0;
+}
+
+/* bf16 (as the upper halves of 32-bit lanes) of the 16 lanes of the lower (hi = 0) or upper 256 bits of v. */
+RWKVC_INLINE __m512 bf16_half_to_ps(__m512i v, int hi) {
+    __m256i h = hi ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static void amx_prepare_seq(const float *X, size_t x_stride, size_t n_vec, void *Xp, size_t cols) {
+    const size_t kp = ab_padded_cols(cols), steps = kp / 32;
+    char *out = Xp;
+    for (size_t g = 0; g * 16 < n_vec; g++) {
+        for (size_t s = 0; s < steps; s++) {
+            const size_t c = s * 32, n = cols - c < 32 ? cols - c : 32;
+            const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+            const __mmask16 m1 = (__mmask16)(n <= 16 ? 0u : n >= 32 ? 0xFFFFu : (1u << (n - 16)) - 1u);
+            __m512 hi[16], lo[16];
+            for (int t = 0; t < 16; t++) {
+                const size_t v = g * 16 + (size_t)t;
+                __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
+                if (v < n_vec) {
+                    f0 = _mm512_maskz_loadu_ps(m0, X + v * x_stride + c);
+                    f1 = _mm512_maskz_loadu_ps(m1, X + v * x_stride + c + 16);
+                }
+                __m512i h = (__m512i)_mm512_cvtne2ps_pbh(f1, f0);
+                __m512 r0 = _mm512_sub_ps(f0, bf16_half_to_ps(h, 0));
+                __m512 r1 = _mm512_sub_ps(f1, bf16_half_to_ps(h, 1));
+                hi[t] = _mm512_castsi512_ps(h);
+                lo[t] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(r1, r0));
+            }
+            /* Lane p of vector t's register (columns 2p, 2p + 1) moves to lane t of tile row p. */
+            transpose16(hi);
+            transpose16(lo);
+            float *tile = (float *)(out + ((g * steps + s) * 2) * 1024);
+            for (int p = 0; p < 16; p++) {
+                _mm512_store_ps(tile + p * 16, hi[p]);
+                _mm512_store_ps(tile + 256 + p * 16, lo[p]);
+            }
+        }
+    }
+}
+
+/*
+ * wp, per 32-column step of columns [k0, k0 + kc): the wh tiles of rows r .. r + 15 and r + 16 .. r + 31, then
+ * their wl tiles (f16 only). Rows past nr are zero, as are columns past cols.
+ */
+RWKVC_INLINE void amx_pack_w(const char *W, size_t row_bytes, size_t r, size_t nr, size_t k0, size_t kc,
+                             size_t cols, char *wp, int wt) {
+    const size_t steps = (kc + 31) / 32, step_bytes = wt == WT_F16 ? 4096 : 2048;
+    for (size_t i = 0; i < 32; i++) {
+        char *dst = wp + (i / 16) * 1024 + (i % 16) * 64;
+        if (i >= nr) {
+            for (size_t s = 0; s < steps; s++) {
+                _mm512_store_si512((__m512i *)(dst + s * step_bytes), _mm512_setzero_si512());
+                if (wt == WT_F16) {
+                    _mm512_store_si512((__m512i *)(dst + s * step_bytes + 2048), _mm512_setzero_si512());
+                }
+            }
+            continue;
+        }
+        const char *row = W + (r + i) * row_bytes;
+        for (size_t s = 0; s < steps; s++) {
+            const size_t c = k0 + s * 32, n = cols - c < 32 ? cols - c : 32;
+            const __mmask32 m = (__mmask32)(n >= 32 ? 0xFFFFFFFFu : (1u << n) - 1u);
+            __m512i w = _mm512_maskz_loadu_epi16(m, row + c * 2);
+            if (wt == WT_BF16) {
+                _mm512_store_si512((__m512i *)(dst + s * step_bytes), w);
+                continue;
+            }
+            __m512 f0 = _mm512_cvtph_ps(_mm512_castsi512_si256(w));
+            __m512 f1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(w, 1));
+            /* wh: w rounded to bf16; wl: the exact rest (at most 3 significant bits of an f16). */
+            __m512i wh = (__m512i)_mm512_cvtne2ps_pbh(f1, f0);
+            __m512 r0 = _mm512_sub_ps(f0, bf16_half_to_ps(wh, 0)), r1 = _mm512_sub_ps(f1, bf16_half_to_ps(wh, 1));
+            __m512i wl = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);
+            _mm512_store_si512((__m512i *)(dst + s * step_bytes), wh);
+            _mm512_store_si512((__m512i *)(dst + s * step_bytes + 2048), wl);
+        }
+    }
+}
+
+/* Prefetches pf_lines cache lines from row i's start, for rows i in [i0, i1) row_bytes apart from base. */
+RWKVC_INLINE void amx_prefetch_rows(uintptr_t base, size_t row_bytes, size_t i0, size_t i1, size_t pf_lines) {
+    for (size_t i = i0; i < i1; i++) {
+        /* Integer arithmetic: past the matrix end the address may lie where no pointer may point. */
+        uintptr_t line = (base + i * row_bytes) & ~(uintptr_t)63;
+        for (size_t l = 0; l < pf_lines; l++, line += 64) {
+            _mm_prefetch((const char *)line, _MM_HINT_T0);
+        }
+    }
+}
+
+/* The 64-byte AMX tile configuration (palette 1). */
+typedef struct {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tile_config;
+
+/* Eight tiles of 16 rows x 64 bytes: C in 0-3, A in 4-5, B in 6-7. */
+static void amx_bf16_configure(void) {
+    amx_tile_config c;
+    memset(&c, 0, sizeof(c));
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        c.rows[i] = 16;
+        c.colsb[i] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+/*
+ * One step of the register block: C[i][j] += A_i B_j for the row tiles i at a0, a1 and the vector groups j at b0,
+ * b1 (tiles of 64-byte rows).
+ */
+#define AB_DOTS()                                                                                                  \
+    do {                                                                                                           \
+        _tile_dpbf16ps(0, 4, 6);                                                                                   \
+        _tile_dpbf16ps(1, 4, 7);                                                                                   \
+        _tile_dpbf16ps(2, 5, 6);                                                                                   \
+        _tile_dpbf16ps(3, 5, 7);                                                                                   \
+    } while (0)
+
+/* Y[t][r + i] = cb tile (row tile i / 16, group of t) for i < nr, t < nt: each C tile is 16 rows x 16 vectors. */
+RWKVC_INLINE void amx_write_out(const float *cb, size_t nr, size_t t0, size_t nt, float *Y, size_t ldy, size_t r) {
+    for (size_t rt = 0; rt < 2 && rt * 16 < nr; rt++) {
+        const size_t rows = nr - rt * 16 < 16 ? nr - rt * 16 : 16;
+        const __mmask16 m = (__mmask16)((1u << rows) - 1u);
+        for (size_t j = 0; j < 2 && j * 16 < nt; j++) {
+            const float *tile = cb + (rt * 2 + j) * 256;
+            __m512 v[16];
+            for (int i = 0; i < 16; i++) {
+                v[i] = _mm512_load_ps(tile + i * 16);
+            }
+            transpose16(v);
+            for (size_t l = 0; l < 16 && j * 16 + l < nt; l++) {
+                _mm512_mask_storeu_ps(Y + (t0 + j * 16 + l) * ldy + r + rt * 16, m, v[l]);
+            }
+        }
+    }
+}
+
+/*
+ * Loop order: per block of up to 64 vectors and of AB_MC rows, the columns in steps of AB_KC; per step each row
+ * pair packs its weights (16 KB, L1) and runs both vector pairs over them, carrying C in cb between steps. The
+ * activations of one column step (64 vectors x AB_KC columns, 32 KB) are read once per row pair from L1/L2,
+ * however long the rows (at 8192 columns the whole block is 2 MB and would come from L3).
+ */
+RWKVC_INLINE void amx_matmat_seq(const void *W, size_t row_bytes, const void *Xp, size_t n_vec, float *Y,
+                                 size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
+    const size_t kp = ab_padded_cols(cols), group_bytes = 16 * kp * 4;
+    const size_t n_groups = (n_vec + 15) / 16;
+    _Alignas(64) char wp[AB_KC / 32 * 4096];
+    /* C of each row pair and pair of vector groups: 4 tiles of 16 x 16 fp32. */
+    _Alignas(64) float cb[AB_MC / 32][AB_GROUPS / 2][4 * 256];
+    amx_bf16_configure();
+    for (size_t g0 = 0; g0 < n_groups; g0 += AB_GROUPS) {
+        const size_t n_pairs = ((n_groups - g0 < AB_GROUPS ? n_groups - g0 : AB_GROUPS) + 1) / 2;
+        for (size_t rb = r0; rb < r1; rb += AB_MC) {
+            const size_t mc = r1 - rb < AB_MC ? r1 - rb : AB_MC;
+            for (size_t k0 = 0; k0 < cols; k0 += AB_KC) {
+                const size_t kc = cols - k0 < AB_KC ? cols - k0 : AB_KC, steps = (kc + 31) / 32;
+                for (size_t rp = 0; rp * 32 < mc; rp++) {
+                    const size_t nr = mc - rp * 32 < 32 ? mc - rp * 32 : 32;
+                    amx_pack_w((const char *)W, row_bytes, rb + rp * 32, nr, k0, kc, cols, wp, wt);
+                    /* The weights packed next: rows apart by row_bytes are short streams the hardware prefetcher
+                       misses, so they are fetched during this pack's tile work, a few rows per step. */
+                    size_t nrow = rb + rp * 32 + 32, nk = k0;
+                    if ((rp + 1) * 32 >= mc) {
+                        nrow = rb;
+                        nk = k0 + AB_KC;
+                        if (nk >= cols) {
+                            nrow = rb + AB_MC;
+                            nk = 0;
+                        }
+                    }
+                    const size_t nkc = cols - nk < AB_KC ? cols - nk : AB_KC;
+                    const uintptr_t pf0 = (uintptr_t)W + nrow * row_bytes + nk * (size_t)2;
+                    const size_t pf_iters = n_pairs * steps, pf_lines = (nkc * 2 + 63) / 64 + 1;
+                    size_t pf_it = 0;
+                    for (size_t p = 0; p < n_pairs; p++) {
+                        const size_t ga = g0 + 2 * p, gb = ga + 1 < n_groups ? ga + 1 : ga;
+                        const char *xa = (const char *)Xp + ga * group_bytes + k0 / 32 * 2048;
+                        const char *xb = (const char *)Xp + gb * group_bytes + k0 / 32 * 2048;
+                        float *c = cb[rp][p];
+                        if (k0 == 0) {
+                            _tile_zero(0);
+                            _tile_zero(1);
+                            _tile_zero(2);
+                            _tile_zero(3);
+                        } else {
+                            _tile_loadd(0, c, 64);
+                            _tile_loadd(1, c + 256, 64);
+                            _tile_loadd(2, c + 512, 64);
+                            _tile_loadd(3, c + 768, 64);
+                        }
+                        if (wt == WT_F16) {
+                            for (size_t s = 0; s < steps; s++) {
+                                const char *a = wp + s * 4096;
+                                amx_prefetch_rows(pf0, row_bytes, pf_it * 32 / pf_iters,
+                                                  (pf_it + 1) * 32 / pf_iters, pf_lines);
+                                pf_it++;
+                                const char *ba = xa + s * 2048, *bb = xb + s * 2048;
+                                /* wh xh, then wl xh (B stays), then wh xl. */
+                                _tile_loadd(4, a, 64);
+                                _tile_loadd(5, a + 1024, 64);
+                                _tile_loadd(6, ba, 64);
+                                _tile_loadd(7, bb, 64);
+                                AB_DOTS();
+                                _tile_loadd(4, a + 2048, 64);
+                                _tile_loadd(5, a + 3072, 64);
+                                AB_DOTS();
+                                _tile_loadd(4, a, 64);
+                                _tile_loadd(5, a + 1024, 64);
+                                _tile_loadd(6, ba + 1024, 64);
+                                _tile_loadd(7, bb + 1024, 64);
+                                AB_DOTS();
+                            }
+                        } else {
+                            for (size_t s = 0; s < steps; s++) {
+                                const char *a = wp + s * 2048;
+                                amx_prefetch_rows(pf0, row_bytes, pf_it * 32 / pf_iters,
+                                                  (pf_it + 1) * 32 / pf_iters, pf_lines);
+                                pf_it++;
+                                const char *ba = xa + s * 2048, *bb = xb + s * 2048;
+                                /* w xh, then w xl. */
+                                _tile_loadd(4, a, 64);
+                                _tile_loadd(5, a + 1024, 64);
+                                _tile_loadd(6, ba, 64);
+                                _tile_loadd(7, bb, 64);
+                                AB_DOTS();
+                                _tile_loadd(6, ba + 1024, 64);
+                                _tile_loadd(7, bb + 1024, 64);
+                                AB_DOTS();
+                            }
+                        }
+                        _tile_stored(0, c, 64);
+                        _tile_stored(1, c + 256, 64);
+                        _tile_stored(2, c + 512, 64);
+                        _tile_stored(3, c + 768, 64);
+                    }
+                }
+            }
+            for (size_t rp = 0; rp * 32 < mc; rp++) {
+                const size_t nr = mc - rp * 32 < 32 ? mc - rp * 32 : 32;
+                for (size_t p = 0; p < n_pairs; p++) {
+                    const size_t t0 = (g0 + 2 * p) * 16;
+                    const size_t nt = n_vec - t0 < 32 ? n_vec - t0 : 32;
+                    amx_write_out(cb[rp][p], nr, t0, nt, Y, ldy, rb + rp * 32);
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+
+static void amx_matmat_seq_f16(const void *W, size_t row_bytes, const void *Xp, size_t n_vec, float *Y, size_t ldy,
+                               size_t r0, size_t r1, size_t cols) {
+    amx_matmat_seq(W, row_bytes, Xp, n_vec, Y, ldy, r0, r1, cols, WT_F16);
+}
+
+static void amx_matmat_seq_bf16(const void *W, size_t row_bytes, const void *Xp, size_t n_vec, float *Y,
+                                size_t ldy, size_t r0, size_t r1, size_t cols) {
+    amx_matmat_seq(W, row_bytes, Xp, n_vec, Y, ldy, r0, r1, cols, WT_BF16);
+}
+#define SEQ_F16 amx_seq_act_bytes, amx_prepare_seq, amx_matmat_seq_f16
+#define SEQ_BF16 amx_seq_act_bytes, amx_prepare_seq, amx_matmat_seq_bf16
+#else
+#define SEQ_F16 NULL, NULL, NULL
+#define SEQ_BF16 NULL, NULL, NULL
+#endif
+#define SEQ_F32 NULL, NULL, NULL
+
+#define DEFINE_KERNELS(suffix, wt, seq)                                                                            \
     static void matmat_##suffix(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,     \
                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {                         \
         if (n_vec >= RWKVC_GEMM_MIN_VEC) {                                                                         \
@@ -407,11 +724,11 @@ static size_t float_act_bytes(size_t cols) {
                                 size_t cols) {                                                                     \
         matmat_generic(W, row_bytes, x, 0, 1, y, 0, r0, r1, cols, wt);                                             \
     }                                                                                                              \
-    static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix};
+    static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix, seq};
 
-DEFINE_KERNELS(f32, WT_F32)
-DEFINE_KERNELS(f16, WT_F16)
-DEFINE_KERNELS(bf16, WT_BF16)
+DEFINE_KERNELS(f32, WT_F32, SEQ_F32)
+DEFINE_KERNELS(f16, WT_F16, SEQ_F16)
+DEFINE_KERNELS(bf16, WT_BF16, SEQ_BF16)
 
 const rwkvc_matmul_kernels *rwkvc_float_kernels_avx512(uint32_t type) {
     switch (type) {

@@ -103,11 +103,11 @@ static rwkvc_status bind_matrix(rwkvc_model *m, const rwkvc_gguf_tensor *t, cons
     out->cols = cols;
     out->row_bytes = cols / tr->block_size * tr->block_bytes;
     out->kern = k;
-    if (k->act_bytes) {
-        size_t ab = k->act_bytes(cols);
-        if (ab > m->max_act_bytes) {
-            m->max_act_bytes = ab;
-        }
+    size_t ab = k->act_bytes ? k->act_bytes(cols) : 0;
+    size_t sb = k->seq_act_bytes ? k->seq_act_bytes(cols) : 0;
+    ab = sb > ab ? sb : ab;
+    if (ab > m->max_act_bytes) {
+        m->max_act_bytes = ab;
     }
     return RWKVC_OK;
 }

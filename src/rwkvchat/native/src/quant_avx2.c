@@ -192,7 +192,7 @@ ALWAYS_INLINE void matmat_generic(int type, const void *W, size_t row_bytes, con
         matmat_generic(tid, W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols);                              \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {act_bytes_avx2, q8act_prepare_x86, matvec_##name,              \
-                                                        matmat_##name};
+                                                        matmat_##name, NULL, NULL, NULL};
 
 DEFINE_AVX2(q8_0, T_Q8_0)
 DEFINE_AVX2(q4_0, T_Q4_0)

@@ -1064,7 +1064,7 @@ static inline int use_vnni(void) {
         }                                                                                                         \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {act_bytes_avx512, q8act_prepare_x86, matvec_##name,       \
-                                                        matmat_##name};
+                                                        matmat_##name, NULL, NULL, NULL};
 
 DEFINE_AVX512(q8_0, T_Q8_0)
 DEFINE_AVX512(q4_0, T_Q4_0)

@@ -272,7 +272,7 @@ static size_t act_bytes_neon(size_t cols) {
         }                                                                                                         \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {act_bytes_neon, rwkvc_q8act_prepare_ref, matvec_##name,   \
-                                                        matmat_##name};
+                                                        matmat_##name, NULL, NULL, NULL};
 
 DEFINE_NEON(q8_0, T_Q8_0)
 DEFINE_NEON(q4_0, T_Q4_0)

@@ -867,7 +867,7 @@ static float row_dot_q6_K(const char *row, const void *xq, size_t cols) {
         }                                                                                                         \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {q8act_bytes, rwkvc_q8act_prepare_ref, matvec_##name,      \
-                                                        matmat_##name};
+                                                        matmat_##name, NULL, NULL, NULL};
 
 DEFINE_REF_32(q8_0, rwkvc_block_q8_0)
 DEFINE_REF_32(q4_0, rwkvc_block_q4_0)
