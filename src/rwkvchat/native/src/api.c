@@ -12,8 +12,8 @@
 
 /* Tokens per chunk: large enough to read each weight row once per many tokens, bounded so that the scratch of a
    context stays within SCRATCH_BUDGET bytes for big models. */
-#define MAX_CHUNK 64
-#define SCRATCH_BUDGET ((size_t)64 << 20)
+#define MAX_CHUNK 256
+#define SCRATCH_BUDGET ((size_t)24 << 20)
 
 RWKVC_API rwkvc_status rwkvc_ctx_new(const rwkvc_model *m, uint32_t n_threads, rwkvc_ctx **out) {
     rwkvc_clear_error();

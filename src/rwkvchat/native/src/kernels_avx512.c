@@ -423,8 +423,8 @@ static size_t float_act_bytes(size_t cols) {
 #include "cpu.h"
 
 #define AB_KC 128 /* Columns per packed weight block: 32 rows x 128 x (wh, wl) = 16 KB. */
-#define AB_MC 128 /* Rows per block: C of 128 rows x 64 vectors (32 KB) is carried between column steps. */
-#define AB_GROUPS 4 /* Vector groups per pass over a weight block (64 vectors). */
+#define AB_MC 64 /* Rows per block: C of 64 rows x 256 vectors (64 KB) is carried between column steps. */
+#define AB_GROUPS 16 /* Vector groups per pass over a weight block (256 vectors). */
 
 static int amx_bf16_on(void) {
     return !rwkvc_float_disable_amx && rwkvc_cpu_features()->amx_bf16;
