@@ -286,6 +286,57 @@ def test_ctrl_c_twice(model, tmp_path, trial):
     _interrupted_chat(model, tmp_path, "tell me " + "b" * 40000, [rng.uniform(0.05, 1.0), rng.uniform(0.0, 0.05)])
 
 
+def test_ctrl_c_after_turn_returns_to_prompt(monkeypatch):
+    """A Ctrl-C landing after render has put the previous SIGINT handler back (the second press of a quick double
+    Ctrl-C, whose first press ended the turn) returns to the prompt instead of ending the program."""
+    import io
+
+    from rich.console import Console
+
+    from rwkvchat.repl import Repl
+
+    sent: list[str] = []
+
+    class Template:
+        user, sep = "User", ":"
+
+    class FakeSession:
+        template = Template()
+
+        def send(self, line: str):
+            sent.append(line)
+            return iter(())
+
+        def interrupt(self) -> None:
+            pass
+
+    lines = iter(["first", "second"])
+
+    def read_message() -> str:
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    repl = Repl(FakeSession(), Console(file=io.StringIO()), interactive=False)
+    real_render = repl.render
+
+    def render(events) -> bool:
+        result = real_render(events)
+        if len(sent) == 1:
+            raise KeyboardInterrupt  # What Python's default handler raises for a SIGINT at this point.
+        return result
+
+    monkeypatch.setattr(repl, "read_message", read_message)
+    monkeypatch.setattr(repl, "render", render)
+    try:
+        rc = repl.run()
+    except KeyboardInterrupt:  # Let through, it would stop the whole pytest run.
+        pytest.fail("KeyboardInterrupt left Repl.run: the chat would end")
+    assert rc == 0
+    assert sent == ["first", "second"]
+
+
 # The CLI in a child whose np.savez raises SIGINT at itself from inside the first autosave after start-up.
 _SIGINT_IN_SAVE = r"""
 import os, signal, sys

@@ -183,15 +183,18 @@ class Repl:
         if startup is not None:
             self.render(startup)
         while True:
+            # A Ctrl-C anywhere in a turn returns to the prompt, also one that lands between the turn's
+            # steps: after render has put the previous SIGINT handler back, a second press of a quick
+            # double Ctrl-C raises KeyboardInterrupt here, and must not end the program.
             try:
                 line = self.read_message()
+                if not line.strip():
+                    continue
+                if not self.render(self.session.send(line)):
+                    return 0
             except KeyboardInterrupt:
                 continue
             except EOFError:
                 if self.interactive:
                     self.console.print()
-                return 0
-            if not line.strip():
-                continue
-            if not self.render(self.session.send(line)):
                 return 0
