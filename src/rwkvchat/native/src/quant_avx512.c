@@ -735,6 +735,21 @@ ALWAYS_INLINE void tiles32(int type, int vnni, int nv, const uint8_t *W, size_t 
 /* Below this many vectors the packing does not pay for itself; the register tiles above run instead. */
 #define PK_MIN_NV 4
 
+/*
+ * acc + block b's share of one vector's outputs, from its 16 integer block dots st (as floats), the rows' scales
+ * dwb, their mins (mw, [nb][16], read only where cmin == 0), the vector's d_x and its min term min_x (cmin * s_x
+ * where cmin != 0, else s_x). The scaling of both pk_tile and pk_tile_amx, so their results are the same bits.
+ */
+ALWAYS_INLINE __m512 pk_scale(float cmin, __m512 st, __m512 dwb, const float *mw, size_t b, float d_x, float min_x,
+                              __m512 acc) {
+    if (cmin != 0.0f) {
+        /* m = cmin * d: d * (q . x * d_x + cmin * s_x), one vector operation fewer. */
+        return _mm512_fmadd_ps(dwb, _mm512_fmadd_ps(st, _mm512_set1_ps(d_x), _mm512_set1_ps(min_x)), acc);
+    }
+    acc = _mm512_fmadd_ps(st, _mm512_mul_ps(dwb, _mm512_set1_ps(d_x)), acc);
+    return _mm512_fmadd_ps(_mm512_load_ps(mw + b * PK_ROWS), _mm512_set1_ps(min_x), acc);
+}
+
 /* Y[t][r + i] for t < nv, i < 16 (masked) from a packed tile. */
 ALWAYS_INLINE void pk_tile(float cmin, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
                            const act_view *xs, float *Y, size_t ldy, size_t r, __mmask16 mask) {
@@ -759,16 +774,8 @@ ALWAYS_INLINE void pk_tile(float cmin, int nv, const uint8_t *wq, const float *d
         }
         const __m512 dwb = _mm512_load_ps(dw + b * PK_ROWS);
         for (int t = 0; t < nv; t++) {
-            if (cmin != 0.0f) {
-                /* m = cmin * d: d * (q . x * d_x + cmin * s_x), one vector operation fewer. */
-                const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(xs[t].d[b]),
-                                                 _mm512_set1_ps(cmin * xs[t].s[b]));
-                acc[t] = _mm512_fmadd_ps(dwb, v, acc[t]);
-            } else {
-                const __m512 sc = _mm512_mul_ps(dwb, _mm512_set1_ps(xs[t].d[b]));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), sc, acc[t]);
-                acc[t] = _mm512_fmadd_ps(_mm512_load_ps(mw + b * PK_ROWS), _mm512_set1_ps(xs[t].s[b]), acc[t]);
-            }
+            const float min_x = cmin != 0.0f ? cmin * xs[t].s[b] : xs[t].s[b];
+            acc[t] = pk_scale(cmin, _mm512_cvtepi32_ps(s[t]), dwb, mw, b, xs[t].d[b], min_x, acc[t]);
         }
     }
     for (int t = 0; t < nv; t++) {
@@ -845,7 +852,7 @@ static void amx_configure(int nv) {
     _tile_loadconfig(&c);
 }
 
-/* The scaling of pk_tile for block b's dots (nv rows of 16 int32), in the same operation order. */
+/* pk_tile's scaling (pk_scale) of block b's dots (nv rows of 16 int32). */
 ALWAYS_INLINE void amx_scale_block(float cmin, int nv, const int32_t *dots, const float *dw, const float *mw,
                                    const float *dx, const float *sx, size_t b, __m512 *acc) {
     const __m512 dwb = _mm512_load_ps(dw + b * PK_ROWS);
@@ -853,14 +860,7 @@ ALWAYS_INLINE void amx_scale_block(float cmin, int nv, const int32_t *dots, cons
     const float *sxb = sx + b * PK_AMX_NV;
     for (int t = 0; t < nv; t++) {
         const __m512 st = _mm512_cvtepi32_ps(_mm512_load_si512((const void *)(dots + 16 * t)));
-        if (cmin != 0.0f) {
-            const __m512 v = _mm512_fmadd_ps(st, _mm512_set1_ps(dxb[t]), _mm512_set1_ps(sxb[t]));
-            acc[t] = _mm512_fmadd_ps(dwb, v, acc[t]);
-        } else {
-            const __m512 sc = _mm512_mul_ps(dwb, _mm512_set1_ps(dxb[t]));
-            acc[t] = _mm512_fmadd_ps(st, sc, acc[t]);
-            acc[t] = _mm512_fmadd_ps(_mm512_load_ps(mw + b * PK_ROWS), _mm512_set1_ps(sxb[t]), acc[t]);
-        }
+        acc[t] = pk_scale(cmin, st, dwb, mw, b, dxb[t], sxb[t], acc[t]);
     }
 }
 
