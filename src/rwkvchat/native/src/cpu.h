@@ -23,6 +23,15 @@ typedef struct {
     int neon;
 } rwkvc_cpu_flags;
 
+/* The 64-byte AMX tile configuration of ldtilecfg (palette 1), for the AMX GEMMs (kernels_avx512.c, quant_avx512.c). */
+typedef struct {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16]; /* Bytes per row of each tile. */
+    uint8_t rows[16];   /* Rows of each tile. */
+} rwkvc_amx_tile_config;
+
 /* Flags of this CPU, detected once (thread-safe). */
 const rwkvc_cpu_flags *rwkvc_cpu_features(void);
 

@@ -528,18 +528,9 @@ RWKVC_INLINE void amx_prefetch_rows(uintptr_t base, size_t row_bytes, size_t i0,
     }
 }
 
-/* The 64-byte AMX tile configuration (palette 1). */
-typedef struct {
-    uint8_t palette;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_tile_config;
-
 /* Eight tiles of 16 rows x 64 bytes: C in 0-3, A in 4-5, B in 6-7. */
 static void amx_bf16_configure(void) {
-    amx_tile_config c;
+    rwkvc_amx_tile_config c;
     memset(&c, 0, sizeof(c));
     c.palette = 1;
     for (int i = 0; i < 8; i++) {
@@ -634,45 +625,28 @@ RWKVC_INLINE void amx_matmat_seq(const void *W, size_t row_bytes, const void *Xp
                             _tile_loadd(2, c + 512, 64);
                             _tile_loadd(3, c + 768, 64);
                         }
-                        if (wt == WT_F16) {
-                            for (size_t s = 0; s < steps; s++) {
-                                const char *a = wp + s * 4096;
-                                amx_prefetch_rows(pf0, row_bytes, pf_it * 32 / pf_iters,
-                                                  (pf_it + 1) * 32 / pf_iters, pf_lines);
-                                pf_it++;
-                                const char *ba = xa + s * 2048, *bb = xb + s * 2048;
-                                /* wh xh, then wl xh (B stays), then wh xl. */
-                                _tile_loadd(4, a, 64);
-                                _tile_loadd(5, a + 1024, 64);
-                                _tile_loadd(6, ba, 64);
-                                _tile_loadd(7, bb, 64);
-                                AB_DOTS();
+                        for (size_t s = 0; s < steps; s++) {
+                            const char *a = wp + s * (wt == WT_F16 ? 4096 : 2048);
+                            const char *ba = xa + s * 2048, *bb = xb + s * 2048;
+                            amx_prefetch_rows(pf0, row_bytes, pf_it * 32 / pf_iters, (pf_it + 1) * 32 / pf_iters,
+                                              pf_lines);
+                            pf_it++;
+                            /* wh xh; for f16 then wl xh (B stays); then wh xl (bf16: wh = w). */
+                            _tile_loadd(4, a, 64);
+                            _tile_loadd(5, a + 1024, 64);
+                            _tile_loadd(6, ba, 64);
+                            _tile_loadd(7, bb, 64);
+                            AB_DOTS();
+                            if (wt == WT_F16) {
                                 _tile_loadd(4, a + 2048, 64);
                                 _tile_loadd(5, a + 3072, 64);
                                 AB_DOTS();
                                 _tile_loadd(4, a, 64);
                                 _tile_loadd(5, a + 1024, 64);
-                                _tile_loadd(6, ba + 1024, 64);
-                                _tile_loadd(7, bb + 1024, 64);
-                                AB_DOTS();
                             }
-                        } else {
-                            for (size_t s = 0; s < steps; s++) {
-                                const char *a = wp + s * 2048;
-                                amx_prefetch_rows(pf0, row_bytes, pf_it * 32 / pf_iters,
-                                                  (pf_it + 1) * 32 / pf_iters, pf_lines);
-                                pf_it++;
-                                const char *ba = xa + s * 2048, *bb = xb + s * 2048;
-                                /* w xh, then w xl. */
-                                _tile_loadd(4, a, 64);
-                                _tile_loadd(5, a + 1024, 64);
-                                _tile_loadd(6, ba, 64);
-                                _tile_loadd(7, bb, 64);
-                                AB_DOTS();
-                                _tile_loadd(6, ba + 1024, 64);
-                                _tile_loadd(7, bb + 1024, 64);
-                                AB_DOTS();
-                            }
+                            _tile_loadd(6, ba + 1024, 64);
+                            _tile_loadd(7, bb + 1024, 64);
+                            AB_DOTS();
                         }
                         _tile_stored(0, c, 64);
                         _tile_stored(1, c + 256, 64);

@@ -824,21 +824,12 @@ ALWAYS_INLINE void pk_tiles_nv(float cmin, int nv, const uint8_t *wq, const floa
  */
 #define PK_AMX_NV 16
 
-/* The 64-byte AMX tile configuration (palette 1). */
-typedef struct {
-    uint8_t palette;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_config;
-
 /*
  * Tiles: per block in flight (PK_AMX_PAIR = 2 at once, so one block's tile work overlaps the other's), the dots
  * (nv rows x 16 int32: tiles 0, 3), the activations (nv rows x 32 bytes: 1, 4) and the packed block (8 x 64: 2, 5).
  */
 static void amx_configure(int nv) {
-    amx_config c;
+    rwkvc_amx_tile_config c;
     memset(&c, 0, sizeof(c));
     c.palette = 1;
     for (int i = 0; i < 6; i += 3) {
