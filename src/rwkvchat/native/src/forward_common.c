@@ -159,7 +159,7 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     rwkvc_pool_for(c->pool, W->rows, 16, matmul_task, &j);
 }
 
-/* Pieces of a multi job: at most this many (the pool's 4 chunks per thread, plus one per product for rounding). */
+/* Pieces of a multi job: at most this many (RWKVC_POOL_CHUNKS_PER_THREAD per thread, plus one per product). */
 #define MM_MAX_PIECES 64
 
 typedef struct {
@@ -221,7 +221,7 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
     }
     /* Pieces of about total / want bytes each; every product gets at least one, cut at multiples of 16 rows. */
     uint32_t nt = rwkvc_pool_threads(c->pool);
-    size_t want = (size_t)nt * 4;
+    size_t want = (size_t)nt * RWKVC_POOL_CHUNKS_PER_THREAD;
     if (want + n_ops > MM_MAX_PIECES) {
         want = MM_MAX_PIECES - n_ops;
     }

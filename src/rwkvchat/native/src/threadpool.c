@@ -203,9 +203,8 @@ void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, voi
         fn(arg, 0, n);
         return;
     }
-    /* About 4 chunks per thread, so a thread slowed by other load does not hold up the job. */
     size_t units = (n + grain - 1) / grain;
-    size_t want = (size_t)p->n_threads * 4;
+    size_t want = (size_t)p->n_threads * RWKVC_POOL_CHUNKS_PER_THREAD;
     size_t per = (units + want - 1) / want;
     size_t chunk = per * grain;
     uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
