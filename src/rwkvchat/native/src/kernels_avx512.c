@@ -31,6 +31,11 @@
 /* Prefetch distance in rows (one 4-row block ahead). Prefetching past the matrix end is harmless. */
 #define PF_ROWS 4
 
+/* The 16 bf16 numbers of h as fp32 (a bf16 is the upper half of an fp32). */
+RWKVC_INLINE __m512 bf16_to_ps(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 RWKVC_INLINE __m512 load_w(const void *w, size_t c, int wt) {
     if (wt == WT_F32) {
         return _mm512_loadu_ps((const float *)w + c);
@@ -39,7 +44,7 @@ RWKVC_INLINE __m512 load_w(const void *w, size_t c, int wt) {
     if (wt == WT_F16) {
         return _mm512_cvtph_ps(h);
     }
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return bf16_to_ps(h);
 }
 
 RWKVC_INLINE __m512 load_w_mask(const void *w, size_t c, __mmask16 m, int wt) {
@@ -50,7 +55,7 @@ RWKVC_INLINE __m512 load_w_mask(const void *w, size_t c, __mmask16 m, int wt) {
     if (wt == WT_F16) {
         return _mm512_cvtph_ps(h);
     }
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return bf16_to_ps(h);
 }
 
 /*
@@ -438,10 +443,9 @@ static size_t amx_seq_act_bytes(size_t cols) {
     return amx_bf16_on() ? ab_padded_cols(cols) * 4 : 0;
 }
 
-/* bf16 (as the upper halves of 32-bit lanes) of the 16 lanes of the lower (hi = 0) or upper 256 bits of v. */
+/* The 16 bf16 numbers of the lower (hi = 0) or upper 256 bits of v as fp32. */
 RWKVC_INLINE __m512 bf16_half_to_ps(__m512i v, int hi) {
-    __m256i h = hi ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return bf16_to_ps(hi ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v));
 }
 
 static void amx_prepare_seq(const float *X, size_t x_stride, size_t n_vec, void *Xp, size_t cols) {
