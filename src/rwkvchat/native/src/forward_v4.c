@@ -106,9 +106,7 @@ static void v4_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
         b->y[i] *= rwkvc_sigmoidf(b->r[i]);
     }
     rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
-    for (size_t i = 0; i < T * D; i++) {
-        b->x[i] += b->tmp[i];
-    }
+    rwkvc_add(b->x, b->tmp, T * D);
 }
 
 static void v4_eval_chunk(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *state, float *logits,

@@ -128,9 +128,7 @@ void rwkvc_v5_wkv_out(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, 
         }
     }
     rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
-    for (size_t i = 0; i < T * D; i++) {
-        b->x[i] += b->tmp[i];
-    }
+    rwkvc_add(b->x, b->tmp, T * D);
 }
 
 static void v5_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, rwkvc_legacy_bufs *b) {
