@@ -6,18 +6,28 @@
 
 #include "forward.h"
 
+/* Sum of x[0..n) in double, in eight independent partial sums: one running sum is a chain of dependent adds (4
+   cycles each), which made a 2048-channel norm take about 7 us, 1% of a 1.5B token. The order is fixed, so the
+   result does not depend on the instruction set. */
+static double sum8(const float *x, size_t n, double shift, int squares) {
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int k = 0; k < 8; k++) {
+            const double d = (double)x[i + k] - shift;
+            s[k] += squares ? d * d : d;
+        }
+    }
+    for (; i < n; i++) {
+        const double d = (double)x[i] - shift;
+        s[i % 8] += squares ? d * d : d;
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 void rwkvc_layer_norm(const float *x, float *y, const float *w, const float *b, size_t n, float eps) {
-    double mean = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        mean += x[i];
-    }
-    mean /= (double)n;
-    double var = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = x[i] - mean;
-        var += d * d;
-    }
-    var /= (double)n;
+    const double mean = sum8(x, n, 0.0, 0) / (double)n;
+    const double var = sum8(x, n, mean, 1) / (double)n;
     const float fm = (float)mean;
     const float inv = (float)(1.0 / sqrt(var + eps));
     for (size_t i = 0; i < n; i++) {
