@@ -166,10 +166,25 @@ def test_bad_tokens(native, good):
             ([1.5], "integers"),
             ([[1, 2]], "flat"),
             (["a"], "integers"),
+            ([True], "integers"),
+            ([1, 40], "out of range"),
+            ([1] * 100 + [40], "out of range"),
         ):
             with pytest.raises(RwkvchatError, match=match):
                 m.forward(tokens, s)
         assert np.array_equal(s.to_numpy(), before)
+
+
+def test_token_list_and_array_agree(native, good):
+    """forward has a fast path for short lists of ints (the decode loop): same logits and state as an array."""
+    with Model(good) as m:
+        s_list, s_array = m.new_state(), m.new_state()
+        for tokens in ([3], [1, 2, 3], list(range(20)) * 4):
+            a = m.forward(tokens, s_list)
+            b = m.forward(np.array(tokens, dtype=np.int64), s_array)
+            assert np.array_equal(a, b)
+            assert np.array_equal(s_list.to_numpy(), s_array.to_numpy())
+        assert m.forward([5], s_list, logits=False) is None
 
 
 def test_bad_token_reaches_c_check(native, good):

@@ -342,6 +342,20 @@ class Model:
             )
         return np.ascontiguousarray(arr, dtype=np.uint32)
 
+    def _token_buffer(self, tokens: Sequence[int] | np.ndarray) -> ctypes.Array[ctypes.c_uint32]:
+        """The token ids as a uint32 ctypes array, checked as _tokens does.
+
+        Decode calls forward with one token at a time, right after the weights have streamed through the caches,
+        so every line of Python code it touches is a cache miss: numpy's general path cost about 0.1 ms a token.
+        A short list of plain ints takes a path that touches little.
+        """
+        if type(tokens) is list and 0 < len(tokens) <= 64:
+            n_vocab = self.n_vocab
+            if all(type(t) is int and 0 <= t < n_vocab for t in tokens):
+                return (ctypes.c_uint32 * len(tokens))(*tokens)
+        ids = self._tokens(tokens)
+        return (ctypes.c_uint32 * ids.shape[0]).from_buffer_copy(ids)
+
     def _new_context(self) -> ctypes.c_void_p:
         ctx = ctypes.c_void_p()
         if self._gpu is not None:
@@ -352,20 +366,29 @@ class Model:
             _native.check(_native.lib().rwkvc_ctx_new(self._handle(), self._threads, ctypes.byref(ctx)))
         return ctx
 
-    @contextlib.contextmanager
-    def _context(self) -> Iterator[ctypes.c_void_p]:
-        """Borrows an idle context for one call, making one when every context is busy in another thread."""
+    def _borrow_context(self) -> ctypes.c_void_p:
+        """An idle context for one call, made when every context is busy in another thread; hand it back with
+        _return_context."""
         with self._contexts_lock:
             ctx = self._idle_contexts.pop() if self._idle_contexts else None
         if ctx is None:
             ctx = self._new_context()
             with self._contexts_lock:
                 self._contexts.append(ctx)
+        return ctx
+
+    def _return_context(self, ctx: ctypes.c_void_p) -> None:
+        with self._contexts_lock:
+            self._idle_contexts.append(ctx)
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[ctypes.c_void_p]:
+        """Borrows an idle context for one call (see _borrow_context)."""
+        ctx = self._borrow_context()
         try:
             yield ctx
         finally:
-            with self._contexts_lock:
-                self._idle_contexts.append(ctx)
+            self._return_context(ctx)
 
     def forward(
         self, tokens: Sequence[int] | np.ndarray, state: State, logits: bool = True
@@ -374,20 +397,24 @@ class Model:
 
         Returns the last token's logits, float32 (n_vocab,), or None when logits=False (the head is skipped).
         """
-        ids = self._tokens(tokens)
+        ids = self._token_buffer(tokens)
         data = self._check_state(state)
         out = np.empty(self.n_vocab, dtype=np.float32) if logits else None
-        with self._context() as ctx:
+        # Not `with self._context()`: a generator-based context manager is a noticeable share of the cold path.
+        ctx = self._borrow_context()
+        try:
             status = _native.lib().rwkvc_eval(
                 ctx,
-                ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-                ids.shape[0],
+                ids,
+                len(ids),
                 _fptr(data),
                 data.shape[0],
                 _fptr(out) if out is not None else None,
                 self.n_vocab if logits else 0,
             )
-            _native.check(status)
+        finally:
+            self._return_context(ctx)
+        _native.check(status)
         return out
 
     def forward_all(self, tokens: Sequence[int] | np.ndarray, state: State) -> np.ndarray:
@@ -456,4 +483,5 @@ class Model:
 def _fptr(a: np.ndarray | None) -> Any:
     if a is None:
         return None
-    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    # A ctypes view of the buffer: cheaper than a.ctypes.data_as, which builds several Python objects per call.
+    return (ctypes.c_float * a.size).from_buffer(a)
