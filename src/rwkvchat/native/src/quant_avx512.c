@@ -376,7 +376,8 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
         ex[j] = _mm512_setr_epi32(4 * j, 4 * j, 4 * j, 4 * j, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 2,
                                   4 * j + 2, 4 * j + 2, 4 * j + 2, 4 * j + 3, 4 * j + 3, 4 * j + 3, 4 * j + 3);
     }
-    for (size_t r = r0; r < r1; r++) {
+    for (size_t k = 0; k < r1 - r0; k++) {
+        const size_t r = row_at(r0, r1, k);
         const uint8_t *row = W + r * row_bytes;
         __m512 acc0 = _mm512_setzero_ps();
         __m512 acc1 = _mm512_setzero_ps();
@@ -478,7 +479,8 @@ ALWAYS_INLINE void mv_rows8(const uint8_t *W, size_t row_bytes, const act_view *
         ex[j] = _mm512_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1,
                                   2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1);
     }
-    for (size_t r = r0; r < r1; r++) {
+    for (size_t k = 0; k < r1 - r0; k++) {
+        const size_t r = row_at(r0, r1, k);
         const uint8_t *row = W + r * row_bytes;
         __m512 acc0 = _mm512_setzero_ps();
         __m512 acc1 = _mm512_setzero_ps();
@@ -557,7 +559,8 @@ ALWAYS_INLINE void mv6_rows(const uint8_t *W, size_t row_bytes, const act_view *
         ex[t] = _mm512_setr_epi32(4 * t, 4 * t, 4 * t, 4 * t, 4 * t + 1, 4 * t + 1, 4 * t + 1, 4 * t + 1, 4 * t + 2,
                                   4 * t + 2, 4 * t + 2, 4 * t + 2, 4 * t + 3, 4 * t + 3, 4 * t + 3, 4 * t + 3);
     }
-    for (size_t r = r0; r < r1; r++) {
+    for (size_t k = 0; k < r1 - r0; k++) {
+        const size_t r = row_at(r0, r1, k);
         const rwkvc_block_q6_K *row = (const rwkvc_block_q6_K *)(W + r * row_bytes);
         __m512 acc0 = _mm512_setzero_ps();
         __m512 acc1 = _mm512_setzero_ps();

@@ -201,6 +201,18 @@ ALWAYS_INLINE void scales8(int type, const uint8_t *blk0, __m256 *d, __m256 *m) 
 }
 
 /*
+ * The k-th row of [r0, r1) in the order the row kernels visit them: r0, r0 + h, r0 + 1, r0 + h + 1, ... with h half
+ * the rows, rounded up. Reading two regions of the matrix at once keeps more memory requests in flight than one
+ * sequential stream: decode at 2 threads, alternating runs, 0.4B Q4_0 10.5-10.8 -> 10.1-10.2 ms (rows in order
+ * within a row, 4 quads at a time from each region, measured the same). A row's result does not depend on when
+ * it is computed.
+ */
+ALWAYS_INLINE size_t row_at(size_t r0, size_t r1, size_t k) {
+    const size_t h = (r1 - r0 + 1) / 2;
+    return r0 + ((k & 1) ? h + k / 2 : k / 2);
+}
+
+/*
  * Y[t][r] for t < nv over rows [r0, r1) for the 32-element types. type and nv are compile-time constants after
  * inlining, so each (type, nv) pair becomes a branch-free loop. Blocks go in groups of 8 whose scales are
  * computed as vectors (scales8; the per-block products d * d_x are broadcast back from a small stack array, a load
@@ -213,7 +225,8 @@ ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size
     const size_t bb = type_block_bytes(type);
     const int sgn = type_is_signed(type);
     const int has_min = type_has_min(type);
-    for (size_t r = r0; r < r1; r++) {
+    for (size_t k = 0; k < r1 - r0; k++) {
+        const size_t r = row_at(r0, r1, k);
         const uint8_t *row = W + r * row_bytes;
         __m256 acc0[MAX_NV];
         __m256 acc1[MAX_NV];
@@ -321,7 +334,8 @@ ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, si
     const size_t bb = type_block_bytes(type);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i one = _mm256_set1_epi8(1);
-    for (size_t r = r0; r < r1; r++) {
+    for (size_t k = 0; k < r1 - r0; k++) {
+        const size_t r = row_at(r0, r1, k);
         const uint8_t *row = W + r * row_bytes;
         __m256 acc[MAX_NV];
         __m256 accb[MAX_NV];
@@ -454,7 +468,8 @@ ALWAYS_INLINE void rows_q6k_mv_256(const uint8_t *W, size_t row_bytes, const act
     const size_t nsb = cols / QK_K;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i m2 = _mm256_set1_epi8(0x03);
-    for (size_t r = r0; r < r1; r++) {
+    for (size_t k = 0; k < r1 - r0; k++) {
+        const size_t r = row_at(r0, r1, k);
         const rwkvc_block_q6_K *row = (const rwkvc_block_q6_K *)(W + r * row_bytes);
         __m256 acc0 = _mm256_setzero_ps();
         __m256 acc1 = _mm256_setzero_ps();
