@@ -71,6 +71,22 @@ def test_report_marks_each_target(bench):
     assert "✗ 50%" in marks and "✗ 0.50×" in marks and "✗ 0.67×" in marks
 
 
+def test_rounds_keep_each_engines_best_speed_and_worst_memory(bench):
+    def run(decode_ms, prefill_tps, ttft_s, rss_peak):
+        return {"decode_ms": decode_ms, "decode_ms_min": decode_ms - 1, "prefill_tps": prefill_tps, "load_s": 0.1,
+                "ttft_s": ttft_s, "rss_base_mib": 50.0, "rss_peak_mib": rss_peak, "finite": True}
+
+    best = bench.best_of([run(12.0, 500.0, 0.2, 300.0), {"error": "exit 1: boom"}, run(10.0, 450.0, 0.3, 320.0)])
+    assert best["decode_ms"] == 10.0 and best["decode_ms_min"] == 9.0
+    assert best["prefill_tps"] == 500.0 and best["ttft_s"] == 0.2
+    assert best["rss_peak_mib"] == 320.0 and best["rounds"] == 2 and best["decode_ms_rounds"] == [12.0, 10.0]
+    assert bench.best_of([{"error": "timed out"}])["error"] == "timed out"
+    results = _results(bench, ours_ms=105.0, llama_ms=126.0, ours_tps=300.0, llama_tps=150.0)
+    assert "rounds" not in bench.render(results)
+    results["rounds"] = 3
+    assert "measured in 3 rounds, the engines taking turns" in bench.render(results)
+
+
 def test_write_docs_replaces_only_its_section(bench, tmp_path):
     doc = tmp_path / "PERFORMANCE.md"
     doc.write_text("# Performance\n\nIntro.\n\n## Tokenizer\n\nTokenizer figures.\n")
