@@ -419,14 +419,14 @@ class Model:
 
     def forward_all(self, tokens: Sequence[int] | np.ndarray, state: State) -> np.ndarray:
         """As forward, returning every token's logits, float32 (len(tokens), n_vocab)."""
-        ids = self._tokens(tokens)
+        ids = self._token_buffer(tokens)
         data = self._check_state(state)
-        out = np.empty((ids.shape[0], self.n_vocab), dtype=np.float32)
+        out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
         with self._context() as ctx:
             status = _native.lib().rwkvc_eval_all(
                 ctx,
-                ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-                ids.shape[0],
+                ids,
+                len(ids),
                 _fptr(data),
                 data.shape[0],
                 _fptr(out),

@@ -6,9 +6,9 @@
 
 #include "forward.h"
 
-/* Sum of x[0..n) in double, in eight independent partial sums: one running sum is a chain of dependent adds (4
-   cycles each), which made a 2048-channel norm take about 7 us, 1% of a 1.5B token. The order is fixed, so the
-   result does not depend on the instruction set. */
+/* Sum of x[0..n) (less shift, or the squares of that) in double, in eight independent partial sums: one running
+   sum is a chain of dependent adds of 4 cycles each, about 16000 cycles for the two passes over 2048 channels, on
+   one thread while the others wait. The order is fixed, so the result does not depend on the instruction set. */
 static double sum8(const float *x, size_t n, double shift, int squares) {
     double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
