@@ -190,14 +190,20 @@ ALWAYS_INLINE void rows_k(int type, int nv, int vnni, const uint8_t *W, size_t r
 #define MV_QUAD_BYTES 256
 
 /*
- * Software prefetch of the weight stream for the 512-bit matvec kernels: PREFETCH_FAR (8 KB ahead into L2), two
- * lines per step. Measured on 1 GiB matrices, 2 threads, Q4_0, median of 11 back-to-back pairs against a plain
- * read: T0 at 2 KB 0.75-0.80, none 0.67, T1 / T2 at 4-16 KB 0.88-0.92, NTA 0.77.
+ * Software prefetch of the weight stream for the 512-bit matvec kernels: into L2 (hint T2), MV_PREFETCH_BYTES
+ * ahead, two lines per step. Measured on 1 GiB matrices, 2 threads, Q4_0, median of 11 back-to-back pairs against a
+ * plain read, when each thread read its rows as one stream: T0 at 2 KB 0.75-0.80, none 0.67, T1 / T2 at 4-16 KB
+ * 0.88-0.92, NTA 0.77 (so 8 KB). Since each thread reads two streams (row_at), 3 KB per stream is better: ratio
+ * at 2048 / 4096 columns, 1.5 / 2 / 3 / 4 KB: Q4_0 0.93 / 0.96 / 0.93 / 0.94 and 0.89 / 0.92 / 0.91 / 0.89, Q5_1
+ * 0.88 / 0.89 / 0.92 / 0.90 and 0.82 / 0.85 / 0.88 / 0.85; 8 KB: Q5_1 0.85 and 0.79, Q6_K 0.93 and 0.89 against
+ * 0.95 and 0.91 at 3 KB. Decode, alternating runs: 1.5B Q5_1 43.3-43.8 -> 39.4-41.3 ms, 0.4B Q5_1 11.4-11.8 ->
+ * 10.6-11.2 ms, 0.4B Q4_0 8.8-9.2 -> 8.8-8.9 ms.
  */
+#define MV_PREFETCH_BYTES 3072
 #define MV_PREFETCH(p)                                                                                            \
     do {                                                                                                          \
-        PREFETCH_FAR(p);                                                                                          \
-        PREFETCH_FAR((const char *)(p) + 64);                                                                     \
+        _mm_prefetch((const char *)(p) + MV_PREFETCH_BYTES, _MM_HINT_T2);                                         \
+        _mm_prefetch((const char *)(p) + MV_PREFETCH_BYTES + 64, _MM_HINT_T2);                                    \
     } while (0)
 
 ALWAYS_INLINE void mv_prep(int type, const act_view *xv, size_t nq, uint8_t *buf) {
@@ -417,12 +423,12 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
 #define MV8_PAIR_BYTES 64
 
 /*
- * Prefetch distance of this kernel (hint T2, every line): 3 KB, not PREFETCH_FAR's 8 KB. Measured with the weights
- * in huge pages (where private_weights.c puts them), 2 threads, 1 GiB matrices, median of 5 back-to-back pairs
- * against a plain read, 1024 / 2048 / 8192 columns: 8 KB 0.82-0.85 / 0.82-0.84 / 0.82-0.85 (the same as no
- * prefetch at all), 3 KB 0.95 / 0.89-0.90 / 0.85-0.86, 2 KB 0.92 / 0.89 / 0.78-0.80, 1.5 KB 0.83-0.85 at 2048.
+ * This kernel prefetches every line, MV_PREFETCH_BYTES ahead like the others (it was the first to take 3 KB, before
+ * row_at): with the weights in huge pages (where private_weights.c puts them), 2 threads, 1 GiB matrices, median
+ * of 5 back-to-back pairs against a plain read, 1024 / 2048 / 8192 columns: 8 KB 0.82-0.85 / 0.82-0.84 / 0.82-0.85
+ * (the same as no prefetch at all), 3 KB 0.95 / 0.89-0.90 / 0.85-0.86, 2 KB 0.92 / 0.89 / 0.78-0.80, 1.5 KB
+ * 0.83-0.85 at 2048.
  */
-#define MV8_PREFETCH_BYTES 3072
 
 ALWAYS_INLINE void mv8_prep(const act_view *xv, size_t n_pairs, uint8_t *buf) {
     const __m512i one = _mm512_set1_epi8(1);
@@ -444,7 +450,7 @@ ALWAYS_INLINE void mv8_pairs(int n_pairs, const uint8_t *p, const int8_t *xq, co
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const int bb = 34;
     for (int o = 0; o < n_pairs * 2 * bb; o += 64) {
-        _mm_prefetch((const char *)p + o + MV8_PREFETCH_BYTES, _MM_HINT_T2);
+        _mm_prefetch((const char *)p + o + MV_PREFETCH_BYTES, _MM_HINT_T2);
     }
     __m512i dot[8];
     for (int j = 0; j < n_pairs; j++) {
