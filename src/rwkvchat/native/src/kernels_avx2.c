@@ -136,16 +136,65 @@ RWKVC_INLINE void rows_all_vecs(const char *W, size_t row_bytes, const char *X, 
     }
 }
 
-RWKVC_INLINE void matmat_generic(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,
-                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
-    /* A single vector takes 2-row blocks, as in kernels_avx512.c (RWKVC_ISA=avx2 on the AVX-512 machine, 0.4B F16
-       decode at 2 threads: 29.4-29.8 -> 27.2-27.3 ms). The results do not change. */
-    size_t r = r0;
-    if (n_vec == 1) {
-        for (; r + 2 <= r1; r += 2) {
-            rows_all_vecs(W, row_bytes, X, x_stride, n_vec, Y, ldy, r, cols, 2, wt);
+/*
+ * A single vector: row pairs from the two halves of [r0, r1), prefetched MV_PF_BYTES ahead once per line, as in
+ * kernels_avx512.c (RWKVC_ISA=avx2 on the AVX-512 machine, 2 threads, alternating runs: see the commit). One
+ * accumulator per row as in tile, so the results do not change.
+ */
+#define MV_PF_BYTES 3072
+
+RWKVC_INLINE void mv_rows(const char *W, size_t row_bytes, const float *x, float *y, size_t a, size_t b, int two,
+                          size_t cols, int wt) {
+    const size_t esz = wt == WT_F32 ? 4 : 2;
+    const char *wa = W + a * row_bytes;
+    const char *wb = W + b * row_bytes;
+    __m256 acc_a = _mm256_setzero_ps();
+    __m256 acc_b = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        /* 8 columns are half a line of f32, a quarter of f16 / bf16. */
+        if ((c & (wt == WT_F32 ? 8 : 24)) == 0) {
+            _mm_prefetch(wa + c * esz + MV_PF_BYTES, _MM_HINT_T0);
+            if (two) {
+                _mm_prefetch(wb + c * esz + MV_PF_BYTES, _MM_HINT_T0);
+            }
+        }
+        const __m256 xv = _mm256_loadu_ps(x + c);
+        acc_a = _mm256_fmadd_ps(load_w(wa, c, wt), xv, acc_a);
+        if (two) {
+            acc_b = _mm256_fmadd_ps(load_w(wb, c, wt), xv, acc_b);
         }
     }
+    if (c < cols) {
+        const size_t n = cols - c;
+        const __m256 xv = load_x_tail(x + c, n);
+        acc_a = _mm256_fmadd_ps(load_w_tail(wa, c, n, wt), xv, acc_a);
+        if (two) {
+            acc_b = _mm256_fmadd_ps(load_w_tail(wb, c, n, wt), xv, acc_b);
+        }
+    }
+    y[a] = hsum(acc_a);
+    if (two) {
+        y[b] = hsum(acc_b);
+    }
+}
+
+RWKVC_INLINE void matvec_generic(const void *W, size_t row_bytes, const float *x, float *y, size_t r0, size_t r1,
+                                 size_t cols, int wt) {
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t b = r0 + h + k;
+        mv_rows((const char *)W, row_bytes, x, y, r0 + k, b < r1 ? b : r0 + k, b < r1, cols, wt);
+    }
+}
+
+RWKVC_INLINE void matmat_generic(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,
+                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
+    if (n_vec == 1) {
+        matvec_generic(W, row_bytes, (const float *)X, Y, r0, r1, cols, wt);
+        return;
+    }
+    size_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         rows_all_vecs(W, row_bytes, X, x_stride, n_vec, Y, ldy, r, cols, 4, wt);
     }
@@ -390,7 +439,7 @@ static size_t float_act_bytes(size_t cols) {
     }                                                                                                              \
     static void matvec_##suffix(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \
                                 size_t cols) {                                                                     \
-        matmat_generic(W, row_bytes, x, 0, 1, y, 0, r0, r1, cols, wt);                                             \
+        matvec_generic(W, row_bytes, (const float *)x, y, r0, r1, cols, wt);                                       \
     }                                                                                                              \
     static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix,      \
                                                     NULL, NULL, NULL};

@@ -4,9 +4,10 @@
  * Weights are converted to fp32 in registers (vcvtph2ps for f16, a 16-bit shift for bf16) and multiplied with
  * fp32 activations into fp32 accumulators. Three schemes:
  * - matvec, and matmat with n_vec < RWKVC_GEMM_MIN_VEC: a dot-product tile of up to 4 rows x 4 vectors (16
- *   accumulators of 16 lanes, partial sums over columns reduced at the end). Each weight chunk is loaded once
- *   and used for 4 vectors. Every (row, vector) pair is accumulated over the columns in the same order whatever
- *   the tile shape, so matvec and these matmat calls give bit-identical results.
+ *   accumulators of 16 lanes, partial sums over columns reduced at the end); a single vector takes two rows at
+ *   a time from the two halves of the row range (matvec_generic). Each weight chunk is loaded once and used for
+ *   every vector. Every (row, vector) pair is accumulated over the columns in the same order whatever the tile
+ *   shape, so matvec and these matmat calls give bit-identical results.
  * - matmat with n_vec >= RWKVC_GEMM_MIN_VEC (sequence mode): a blocked GEMM, lanes along tokens (below). Each
  *   output is one fused multiply-add chain over the columns in order (rwkvc_float_matmat_fma_ref), so it differs
  *   from matvec in the last bits.
@@ -28,7 +29,7 @@
 
 #define RWKVC_INLINE static inline __attribute__((always_inline))
 
-/* Prefetch distance in rows (one 4-row block ahead, or two 2-row blocks). Prefetching past the matrix end is
+/* Prefetch distance in rows of the multi-vector tiles (one 4-row block ahead). Prefetching past the matrix end is
    harmless. */
 #define PF_ROWS 4
 
@@ -135,20 +136,70 @@ RWKVC_INLINE void rows_all_vecs(const char *W, size_t row_bytes, const char *X, 
     }
 }
 
-RWKVC_INLINE void matmat_generic(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,
-                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
-    /*
-     * Blocks of 4 rows share each activation load among more rows. A single vector (decode, memory-bound) takes
-     * 2 rows at a time instead: 4 concurrent row streams measured slower there (2 threads, alternating runs: 1.5B
-     * F16 102-103 -> 95-96 ms a token, 0.4B F16 27.7-28.9 -> 26.1-26.2; f32 the same). Each output takes the same
-     * FMAs in the same order whatever the block, so the results do not change.
-     */
-    size_t r = r0;
-    if (n_vec == 1) {
-        for (; r + 2 <= r1; r += 2) {
-            rows_all_vecs(W, row_bytes, X, x_stride, n_vec, Y, ldy, r, cols, 2, wt);
+/*
+ * A single vector (decode, memory-bound): rows in pairs taken from the two halves of [r0, r1) (r0 + k with
+ * r0 + h + k), so each thread reads two regions of the matrix at once, each prefetched MV_PF_BYTES ahead into L1
+ * once per line. One accumulator per row over the columns in order, as in tile, so the results are the same as
+ * matmat's for any row range. Measured (2 threads, 1 GiB f16 matrices, ratio to a plain read, 1024 / 2048 / 4096
+ * columns): adjacent row pairs prefetched 4 rows ahead 0.95 / 0.86 / 0.83, split pairs 3 KB ahead 1.00 / 0.98-1.00
+ * / 0.94 (2 KB 0.97 / 0.93, 4 KB 0.88 / 0.91, T2 3 KB 1.01 / 0.90). Decode, alternating runs: 1.5B F16 96.2-96.4
+ * -> 86.6-87.6 ms, 0.4B F16 25.9-26.3 -> 24.4-25.0 ms.
+ */
+#define MV_PF_BYTES 3072
+
+RWKVC_INLINE void mv_rows(const char *W, size_t row_bytes, const float *x, float *y, size_t a, size_t b, int two,
+                          size_t cols, int wt) {
+    const size_t esz = wt == WT_F32 ? 4 : 2;
+    const char *wa = W + a * row_bytes;
+    const char *wb = W + b * row_bytes;
+    __m512 acc_a = _mm512_setzero_ps();
+    __m512 acc_b = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        /* 16 columns are a line of f32, half a line of f16 / bf16. */
+        if (wt == WT_F32 || (c & 16) == 0) {
+            _mm_prefetch(wa + c * esz + MV_PF_BYTES, _MM_HINT_T0);
+            if (two) {
+                _mm_prefetch(wb + c * esz + MV_PF_BYTES, _MM_HINT_T0);
+            }
+        }
+        const __m512 xv = _mm512_loadu_ps(x + c);
+        acc_a = _mm512_fmadd_ps(load_w(wa, c, wt), xv, acc_a);
+        if (two) {
+            acc_b = _mm512_fmadd_ps(load_w(wb, c, wt), xv, acc_b);
         }
     }
+    if (c < cols) {
+        const __mmask16 m = (__mmask16)((1u << (cols - c)) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
+        acc_a = _mm512_fmadd_ps(load_w_mask(wa, c, m, wt), xv, acc_a);
+        if (two) {
+            acc_b = _mm512_fmadd_ps(load_w_mask(wb, c, m, wt), xv, acc_b);
+        }
+    }
+    y[a] = _mm512_reduce_add_ps(acc_a);
+    if (two) {
+        y[b] = _mm512_reduce_add_ps(acc_b);
+    }
+}
+
+RWKVC_INLINE void matvec_generic(const void *W, size_t row_bytes, const float *x, float *y, size_t r0, size_t r1,
+                                 size_t cols, int wt) {
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t b = r0 + h + k;
+        mv_rows((const char *)W, row_bytes, x, y, r0 + k, b < r1 ? b : r0 + k, b < r1, cols, wt);
+    }
+}
+
+/* Blocks of 4 rows share each activation load among more rows. */
+RWKVC_INLINE void matmat_generic(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,
+                                 float *Y, size_t ldy, size_t r0, size_t r1, size_t cols, int wt) {
+    if (n_vec == 1) {
+        matvec_generic(W, row_bytes, (const float *)X, Y, r0, r1, cols, wt);
+        return;
+    }
+    size_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         rows_all_vecs(W, row_bytes, X, x_stride, n_vec, Y, ldy, r, cols, 4, wt);
     }
@@ -712,7 +763,7 @@ static void amx_matmat_seq_bf16(const void *W, size_t row_bytes, const void *Xp,
     }                                                                                                              \
     static void matvec_##suffix(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \
                                 size_t cols) {                                                                     \
-        matmat_generic(W, row_bytes, x, 0, 1, y, 0, r0, r1, cols, wt);                                             \
+        matvec_generic(W, row_bytes, (const float *)x, y, r0, r1, cols, wt);                                       \
     }                                                                                                              \
     static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix, seq};
 
