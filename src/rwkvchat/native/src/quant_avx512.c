@@ -190,20 +190,23 @@ ALWAYS_INLINE void rows_k(int type, int nv, int vnni, const uint8_t *W, size_t r
 #define MV_QUAD_BYTES 256
 
 /*
- * Software prefetch of the weight stream for the 512-bit matvec kernels: into L2 (hint T2), MV_PREFETCH_BYTES
- * ahead, two lines per step. Measured on 1 GiB matrices, 2 threads, Q4_0, median of 11 back-to-back pairs against a
- * plain read, when each thread read its rows as one stream: T0 at 2 KB 0.75-0.80, none 0.67, T1 / T2 at 4-16 KB
- * 0.88-0.92, NTA 0.77 (so 8 KB). Since each thread reads two streams (row_at), 3 KB per stream is better: ratio
- * at 2048 / 4096 columns, 1.5 / 2 / 3 / 4 KB: Q4_0 0.93 / 0.96 / 0.93 / 0.94 and 0.89 / 0.92 / 0.91 / 0.89, Q5_1
- * 0.88 / 0.89 / 0.92 / 0.90 and 0.82 / 0.85 / 0.88 / 0.85; 8 KB: Q5_1 0.85 and 0.79, Q6_K 0.93 and 0.89 against
- * 0.95 and 0.91 at 3 KB. Decode, alternating runs: 1.5B Q5_1 43.3-43.8 -> 39.4-41.3 ms, 0.4B Q5_1 11.4-11.8 ->
- * 10.6-11.2 ms, 0.4B Q4_0 8.8-9.2 -> 8.8-8.9 ms.
+ * The 512-bit matvec kernels take a thread's rows in pairs from the two halves of its range, their blocks in step
+ * (mv_pair32, mv8_pair, mv6_pair), so each thread reads two regions of the matrix at once, and prefetch each
+ * region into L1 (hint T0) MV_PREFETCH_BYTES ahead, two lines per step (every line for Q8_0).
+ * History, 2 threads, 1 GiB matrices, ratio to a plain read (bench_quant_matvec): one stream per thread and T2
+ * 8 KB ahead (T0 at 2 KB 0.75-0.80, none 0.67, NTA 0.77); then whole rows from the two halves in turn (row_at)
+ * and T2 3 KB, Q4_0 / Q5_1 / Q6_K / Q8_0 at 1024 columns 0.95 / 0.89 / 0.93 / 0.98, 2048 0.98 / 0.92 / 0.93 /
+ * 0.94, 8192 0.83 / 0.74 / 0.78 / 0.89: on rows longer than the prefetch distance one region stood idle for most
+ * of a row. Pairs in step with T0 3 KB: 1024 0.99 / 1.02 / 0.99 / 0.98, 2048 1.00 / 0.98 / 0.99 / 0.96, 8192
+ * 1.10 / 0.93 / 0.93 / 0.92 (T2 with pairs: Q4_0 0.95 at 2048, 0.91 at 8192; T0 2 KB about the same as 3 KB,
+ * T2 2 / 4 KB worse). Decode, alternating runs: 1.5B Q5_1 38.6-39.4 -> 33.2-34.8 ms, 1.5B Q8_0 51.0-51.4 ->
+ * 49.1-49.8 ms, 1.5B Q4_0 29.8-30.5 -> 28.3-28.8 ms, 0.4B Q5_1 10.2-10.4 -> 10.1 ms.
  */
 #define MV_PREFETCH_BYTES 3072
 #define MV_PREFETCH(p)                                                                                            \
     do {                                                                                                          \
-        _mm_prefetch((const char *)(p) + MV_PREFETCH_BYTES, _MM_HINT_T2);                                         \
-        _mm_prefetch((const char *)(p) + MV_PREFETCH_BYTES + 64, _MM_HINT_T2);                                    \
+        _mm_prefetch((const char *)(p) + MV_PREFETCH_BYTES, _MM_HINT_T0);                                         \
+        _mm_prefetch((const char *)(p) + MV_PREFETCH_BYTES + 64, _MM_HINT_T0);                                    \
     } while (0)
 
 ALWAYS_INLINE void mv_prep(int type, const act_view *xv, size_t nq, uint8_t *buf) {
@@ -352,11 +355,56 @@ ALWAYS_INLINE void mv_quads4(int type, const uint8_t *p, const uint8_t *a, const
     }
 }
 
-ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf,
-                             float *y, size_t r0, size_t r1, size_t cols) {
+/*
+ * Rows a and b (n = 2, a compile-time constant after inlining; n = 1: row a alone) with their quads in step, so a
+ * thread reads two regions of the matrix at once however long the rows (see MV_PREFETCH_BYTES). Each row keeps
+ * its own accumulators and order, so the results are those of one row at a time.
+ */
+ALWAYS_INLINE void mv_pair32(int type, int n, const uint8_t *W, size_t row_bytes, const act_view *xv,
+                             const uint8_t *buf, float *y, size_t a, size_t b, size_t cols, __m512i idx_w,
+                             __m512i idx_h, __m512i idx_d, const __m512i *ex) {
     const int bb = (int)type_block_bytes(type);
     const size_t nb = cols / QK;
     const size_t nq = nb / 4;
+    const uint8_t *row[2] = {W + a * row_bytes, W + b * row_bytes};
+    __m512 acc0[2], acc1[2], accm[2];
+    for (int i = 0; i < n; i++) {
+        acc0[i] = acc1[i] = accm[i] = _mm512_setzero_ps();
+    }
+    size_t q = 0;
+    for (; q + 4 <= nq; q += 4) {
+        for (int i = 0; i < n; i++) {
+            mv_quads4(type, row[i] + q * 4 * bb, buf + q * MV_QUAD_BYTES, xv->d + 4 * q, xv->s + 4 * q, idx_w, idx_d,
+                      ex, &acc0[i], &acc1[i], &accm[i]);
+        }
+    }
+    for (; q + 2 <= nq; q += 2) {
+        for (int i = 0; i < n; i++) {
+            mv_quad(type, row[i] + q * 4 * bb, buf + q * MV_QUAD_BYTES, idx_w, idx_h, &acc0[i], &accm[i]);
+            mv_quad(type, row[i] + (q + 1) * 4 * bb, buf + (q + 1) * MV_QUAD_BYTES, idx_w, idx_h, &acc1[i],
+                    &accm[i]);
+        }
+    }
+    if (q < nq) {
+        for (int i = 0; i < n; i++) {
+            mv_quad(type, row[i] + q * 4 * bb, buf + q * MV_QUAD_BYTES, idx_w, idx_h, &acc0[i], &accm[i]);
+        }
+    }
+    const size_t r[2] = {a, b};
+    for (int i = 0; i < n; i++) {
+        /* The last nb % 4 blocks, one at a time. */
+        __m256 t0 = _mm256_setzero_ps();
+        float tm = 0.0f;
+        for (size_t k = nq * 4; k < nb; k++) {
+            step32_256(type, 1, 1, row[i] + k * bb, k, xv, &t0, &tm);
+        }
+        y[r[i]] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0[i], acc1[i]), accm[i])) + (hsum8(t0) + tm);
+    }
+}
+
+ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf,
+                             float *y, size_t r0, size_t r1, size_t cols) {
+    const int bb = (int)type_block_bytes(type);
     const int has_min = type == T_Q4_1 || type == T_Q5_1; /* a stored min */
     const int qs_off = type == T_Q4_0 ? 2 : type == T_Q4_1 ? 4 : type == T_Q5_0 ? 6 : 8;
     /* Word indices into the 128 bytes of a quad (every field of these blocks sits at an even offset). */
@@ -382,31 +430,14 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
         ex[j] = _mm512_setr_epi32(4 * j, 4 * j, 4 * j, 4 * j, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 2,
                                   4 * j + 2, 4 * j + 2, 4 * j + 2, 4 * j + 3, 4 * j + 3, 4 * j + 3, 4 * j + 3);
     }
-    for (size_t k = 0; k < r1 - r0; k++) {
-        const size_t r = row_at(r0, r1, k);
-        const uint8_t *row = W + r * row_bytes;
-        __m512 acc0 = _mm512_setzero_ps();
-        __m512 acc1 = _mm512_setzero_ps();
-        __m512 accm = _mm512_setzero_ps();
-        size_t q = 0;
-        for (; q + 4 <= nq; q += 4) {
-            mv_quads4(type, row + q * 4 * bb, buf + q * MV_QUAD_BYTES, xv->d + 4 * q, xv->s + 4 * q, idx_w, idx_d,
-                      ex, &acc0, &acc1, &accm);
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            mv_pair32(type, 2, W, row_bytes, xv, buf, y, a, b, cols, idx_w, idx_h, idx_d, ex);
+        } else {
+            mv_pair32(type, 1, W, row_bytes, xv, buf, y, a, a, cols, idx_w, idx_h, idx_d, ex);
         }
-        for (; q + 2 <= nq; q += 2) {
-            mv_quad(type, row + q * 4 * bb, buf + q * MV_QUAD_BYTES, idx_w, idx_h, &acc0, &accm);
-            mv_quad(type, row + (q + 1) * 4 * bb, buf + (q + 1) * MV_QUAD_BYTES, idx_w, idx_h, &acc1, &accm);
-        }
-        if (q < nq) {
-            mv_quad(type, row + q * 4 * bb, buf + q * MV_QUAD_BYTES, idx_w, idx_h, &acc0, &accm);
-        }
-        /* The last nb % 4 blocks, one at a time. */
-        __m256 t0 = _mm256_setzero_ps();
-        float tm = 0.0f;
-        for (size_t b = nq * 4; b < nb; b++) {
-            step32_256(type, 1, 1, row + b * bb, b, xv, &t0, &tm);
-        }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), accm)) + (hsum8(t0) + tm);
     }
 }
 
@@ -423,11 +454,11 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
 #define MV8_PAIR_BYTES 64
 
 /*
- * This kernel prefetches every line, MV_PREFETCH_BYTES ahead like the others (it was the first to take 3 KB, before
- * row_at): with the weights in huge pages (where private_weights.c puts them), 2 threads, 1 GiB matrices, median
- * of 5 back-to-back pairs against a plain read, 1024 / 2048 / 8192 columns: 8 KB 0.82-0.85 / 0.82-0.84 / 0.82-0.85
- * (the same as no prefetch at all), 3 KB 0.95 / 0.89-0.90 / 0.85-0.86, 2 KB 0.92 / 0.89 / 0.78-0.80, 1.5 KB
- * 0.83-0.85 at 2048.
+ * This kernel prefetches every line, MV_PREFETCH_BYTES ahead like the others. It was the first to take 3 KB, when
+ * each thread read one stream and with hint T2: 1024 / 2048 / 8192 columns, median of 5 back-to-back pairs, 8 KB
+ * 0.82-0.85 / 0.82-0.84 / 0.82-0.85 (the same as no prefetch at all), 3 KB 0.95 / 0.89-0.90 / 0.85-0.86, 2 KB
+ * 0.92 / 0.89 / 0.78-0.80, 1.5 KB 0.83-0.85 at 2048. With row pairs, T2 measured 0.97 / 0.94 / 0.88 against T0's
+ * 0.97 / 0.96 / 0.92.
  */
 
 ALWAYS_INLINE void mv8_prep(const act_view *xv, size_t n_pairs, uint8_t *buf) {
@@ -450,7 +481,7 @@ ALWAYS_INLINE void mv8_pairs(int n_pairs, const uint8_t *p, const int8_t *xq, co
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const int bb = 34;
     for (int o = 0; o < n_pairs * 2 * bb; o += 64) {
-        _mm_prefetch((const char *)p + o + MV_PREFETCH_BYTES, _MM_HINT_T2);
+        _mm_prefetch((const char *)p + o + MV_PREFETCH_BYTES, _MM_HINT_T0);
     }
     __m512i dot[8];
     for (int j = 0; j < n_pairs; j++) {
@@ -476,45 +507,72 @@ ALWAYS_INLINE void mv8_pairs(int n_pairs, const uint8_t *p, const int8_t *xq, co
     }
 }
 
-ALWAYS_INLINE void mv_rows8(const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *corr, float *y,
-                            size_t r0, size_t r1, size_t cols) {
+/* The blocks of one Q8_0 row from pair i on (the main step done): the last np - i < 8 pairs and an odd block. */
+ALWAYS_INLINE void mv8_tail(const uint8_t *row, const act_view *xv, const uint8_t *corr, size_t i, size_t np,
+                            size_t nb, const __m512i *ex, __m512 *acc0, __m512 *acc1, float *tail) {
+    const uint8_t *pr = row + i * 68;
+    const int8_t *xr = xv->q + i * 2 * QK;
+    const uint8_t *cr = corr + i * MV8_PAIR_BYTES;
+    const float *dr = xv->d + 2 * i;
+    switch (np - i) { /* Constant pair counts, so each tail is unrolled like the main step. */
+    case 7: mv8_pairs(7, pr, xr, cr, dr, ex, acc0, acc1); break;
+    case 6: mv8_pairs(6, pr, xr, cr, dr, ex, acc0, acc1); break;
+    case 5: mv8_pairs(5, pr, xr, cr, dr, ex, acc0, acc1); break;
+    case 4: mv8_pairs(4, pr, xr, cr, dr, ex, acc0, acc1); break;
+    case 3: mv8_pairs(3, pr, xr, cr, dr, ex, acc0, acc1); break;
+    case 2: mv8_pairs(2, pr, xr, cr, dr, ex, acc0, acc1); break;
+    case 1: mv8_pairs(1, pr, xr, cr, dr, ex, acc0, acc1); break;
+    default: break;
+    }
+    /* An odd last block. */
+    __m256 t0 = _mm256_setzero_ps();
+    float tm = 0.0f;
+    for (size_t b = np * 2; b < nb; b++) {
+        step32_256(T_Q8_0, 1, 1, row + b * 34, b, xv, &t0, &tm);
+    }
+    *tail = hsum8(t0) + tm;
+}
+
+/* Rows a and b (n = 2) or row a alone (n = 1), 8 pairs of blocks at a time in step as in mv_pair32. */
+ALWAYS_INLINE void mv8_pair(int n, const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *corr,
+                            float *y, size_t a, size_t b, size_t cols, const __m512i *ex) {
     const size_t nb = cols / QK;
     const size_t np = nb / 2;
+    const uint8_t *row[2] = {W + a * row_bytes, W + b * row_bytes};
+    __m512 acc0[2], acc1[2];
+    for (int k = 0; k < n; k++) {
+        acc0[k] = acc1[k] = _mm512_setzero_ps();
+    }
+    size_t i = 0;
+    for (; i + 8 <= np; i += 8) {
+        for (int k = 0; k < n; k++) {
+            mv8_pairs(8, row[k] + i * 68, xv->q + i * 2 * QK, corr + i * MV8_PAIR_BYTES, xv->d + 2 * i, ex, &acc0[k],
+                      &acc1[k]);
+        }
+    }
+    const size_t r[2] = {a, b};
+    for (int k = 0; k < n; k++) {
+        float tail;
+        mv8_tail(row[k], xv, corr, i, np, nb, ex, &acc0[k], &acc1[k], &tail);
+        y[r[k]] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k])) + tail;
+    }
+}
+
+ALWAYS_INLINE void mv_rows8(const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *corr, float *y,
+                            size_t r0, size_t r1, size_t cols) {
     __m512i ex[8];
     for (int j = 0; j < 8; j++) {
         ex[j] = _mm512_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1,
                                   2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1);
     }
-    for (size_t k = 0; k < r1 - r0; k++) {
-        const size_t r = row_at(r0, r1, k);
-        const uint8_t *row = W + r * row_bytes;
-        __m512 acc0 = _mm512_setzero_ps();
-        __m512 acc1 = _mm512_setzero_ps();
-        size_t i = 0;
-        for (; i + 8 <= np; i += 8) {
-            mv8_pairs(8, row + i * 68, xv->q + i * 2 * QK, corr + i * MV8_PAIR_BYTES, xv->d + 2 * i, ex, &acc0, &acc1);
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            mv8_pair(2, W, row_bytes, xv, corr, y, a, b, cols, ex);
+        } else {
+            mv8_pair(1, W, row_bytes, xv, corr, y, a, a, cols, ex);
         }
-        const uint8_t *pr = row + i * 68;
-        const int8_t *xr = xv->q + i * 2 * QK;
-        const uint8_t *cr = corr + i * MV8_PAIR_BYTES;
-        const float *dr = xv->d + 2 * i;
-        switch (np - i) { /* Constant pair counts, so each tail is unrolled like the main step. */
-        case 7: mv8_pairs(7, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        case 6: mv8_pairs(6, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        case 5: mv8_pairs(5, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        case 4: mv8_pairs(4, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        case 3: mv8_pairs(3, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        case 2: mv8_pairs(2, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        case 1: mv8_pairs(1, pr, xr, cr, dr, ex, &acc0, &acc1); break;
-        default: break;
-        }
-        /* An odd last block. */
-        __m256 t0 = _mm256_setzero_ps();
-        float tm = 0.0f;
-        for (size_t b = np * 2; b < nb; b++) {
-            step32_256(T_Q8_0, 1, 1, row + b * 34, b, xv, &t0, &tm);
-        }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + (hsum8(t0) + tm);
     }
 }
 
@@ -552,56 +610,77 @@ ALWAYS_INLINE void mv6_prep(const act_view *xv, size_t nsb, uint8_t *buf) {
     }
 }
 
-ALWAYS_INLINE void mv6_rows(const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf, float *y,
-                            size_t r0, size_t r1, size_t cols) {
-    const size_t nsb = cols / QK_K;
+/* One super-block of a Q6_K row: acc0 / acc1 += its scaled group dots, acco += its -32 offset term. */
+ALWAYS_INLINE void mv6_sb(const rwkvc_block_q6_K *blk, const float *a, const int8_t *x, const __m512i *ex,
+                          __m512 *acc0, __m512 *acc1, __m512 *acco) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i m30 = _mm512_set1_epi8(0x30);
     const __m512i shl = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2);
     const __m512i shr = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+    MV_PREFETCH(blk);
+    MV_PREFETCH((const uint8_t *)blk + 128);
+    const __m512 scf =
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)blk->scales)));
+    /* fs: d * sc_g * d_x of group g's block, g = 0..15. */
+    const __m512 fs = _mm512_mul_ps(_mm512_mul_ps(scf, _mm512_set1_ps(h2f(&blk->d))), _mm512_load_ps(a + 16));
+    *acco = _mm512_fmadd_ps(fs, _mm512_load_ps(a), *acco);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m512i al = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
+        const __m512i hh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)));
+        /* Bits 4..5 of each quant: qh bits 0-1 / 2-3 (qa), 4-5 / 6-7 (qb) of the two 32-byte halves. */
+        const __m512i ha = _mm512_and_si512(_mm512_sllv_epi64(hh, shl), m30);
+        const __m512i hb = _mm512_and_si512(_mm512_srlv_epi64(hh, shr), m30);
+        /* 0xEC: (a & c) | b for operands a, b, c; b is zero outside 0x30. */
+        const __m512i qa = _mm512_ternarylogic_epi64(al, ha, m4, 0xEC);
+        const __m512i qb = _mm512_ternarylogic_epi64(_mm512_srli_epi16(al, 4), hb, m4, 0xEC);
+        const __m512i pa =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, _mm512_loadu_si512((const void *)(x + 128 * h)));
+        const __m512i pb =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb, _mm512_loadu_si512((const void *)(x + 128 * h + 64)));
+        *acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_permutexvar_ps(ex[2 * h], fs), *acc0);
+        *acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_permutexvar_ps(ex[2 * h + 1], fs), *acc1);
+    }
+}
+
+/* Rows a and b (n = 2) or row a alone (n = 1), super-blocks in step as in mv_pair32. */
+ALWAYS_INLINE void mv6_pair(int n, const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf,
+                            float *y, size_t a, size_t b, size_t cols, const __m512i *ex) {
+    const size_t nsb = cols / QK_K;
+    const rwkvc_block_q6_K *row[2] = {(const rwkvc_block_q6_K *)(W + a * row_bytes),
+                                      (const rwkvc_block_q6_K *)(W + b * row_bytes)};
+    __m512 acc0[2], acc1[2], acco[2];
+    for (int i = 0; i < n; i++) {
+        acc0[i] = acc1[i] = acco[i] = _mm512_setzero_ps();
+    }
+    for (size_t k = 0; k < nsb; k++) {
+        for (int i = 0; i < n; i++) {
+            mv6_sb(&row[i][k], (const float *)(buf + k * MV6_SB_BYTES), xv->q + k * QK_K, ex, &acc0[i], &acc1[i],
+                   &acco[i]);
+        }
+    }
+    const size_t r[2] = {a, b};
+    for (int i = 0; i < n; i++) {
+        y[r[i]] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0[i], acc1[i]), acco[i]));
+    }
+}
+
+ALWAYS_INLINE void mv6_rows(const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf, float *y,
+                            size_t r0, size_t r1, size_t cols) {
     __m512i ex[4];
     for (int t = 0; t < 4; t++) {
         /* Chunk t of 64 elements: lanes 4g'..4g'+3 are group 4t + g'. */
         ex[t] = _mm512_setr_epi32(4 * t, 4 * t, 4 * t, 4 * t, 4 * t + 1, 4 * t + 1, 4 * t + 1, 4 * t + 1, 4 * t + 2,
                                   4 * t + 2, 4 * t + 2, 4 * t + 2, 4 * t + 3, 4 * t + 3, 4 * t + 3, 4 * t + 3);
     }
-    for (size_t k = 0; k < r1 - r0; k++) {
-        const size_t r = row_at(r0, r1, k);
-        const rwkvc_block_q6_K *row = (const rwkvc_block_q6_K *)(W + r * row_bytes);
-        __m512 acc0 = _mm512_setzero_ps();
-        __m512 acc1 = _mm512_setzero_ps();
-        __m512 acco = _mm512_setzero_ps();
-        for (size_t i = 0; i < nsb; i++) {
-            const rwkvc_block_q6_K *blk = &row[i];
-            const float *a = (const float *)(buf + i * MV6_SB_BYTES);
-            const int8_t *x = xv->q + i * QK_K;
-            MV_PREFETCH(blk);
-            MV_PREFETCH((const uint8_t *)blk + 128);
-            const __m512 scf =
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)blk->scales)));
-            /* fs: d * sc_g * d_x of group g's block, g = 0..15. */
-            const __m512 fs =
-                _mm512_mul_ps(_mm512_mul_ps(scf, _mm512_set1_ps(h2f(&blk->d))), _mm512_load_ps(a + 16));
-            acco = _mm512_fmadd_ps(fs, _mm512_load_ps(a), acco);
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const __m512i al = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
-                const __m512i hh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)));
-                /* Bits 4..5 of each quant: qh bits 0-1 / 2-3 (qa), 4-5 / 6-7 (qb) of the two 32-byte halves. */
-                const __m512i ha = _mm512_and_si512(_mm512_sllv_epi64(hh, shl), m30);
-                const __m512i hb = _mm512_and_si512(_mm512_srlv_epi64(hh, shr), m30);
-                /* 0xEC: (a & c) | b for operands a, b, c; b is zero outside 0x30. */
-                const __m512i qa = _mm512_ternarylogic_epi64(al, ha, m4, 0xEC);
-                const __m512i qb = _mm512_ternarylogic_epi64(_mm512_srli_epi16(al, 4), hb, m4, 0xEC);
-                const __m512i pa = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa,
-                                                       _mm512_loadu_si512((const void *)(x + 128 * h)));
-                const __m512i pb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb,
-                                                       _mm512_loadu_si512((const void *)(x + 128 * h + 64)));
-                acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_permutexvar_ps(ex[2 * h], fs), acc0);
-                acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_permutexvar_ps(ex[2 * h + 1], fs), acc1);
-            }
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            mv6_pair(2, W, row_bytes, xv, buf, y, a, b, cols, ex);
+        } else {
+            mv6_pair(1, W, row_bytes, xv, buf, y, a, a, cols, ex);
         }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), acco));
     }
 }
 

@@ -28,6 +28,9 @@
  */
 #define PREFETCH_BYTES 2048
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + PREFETCH_BYTES, _MM_HINT_T0)
+#ifndef K45_PF_BYTES
+#define K45_PF_BYTES 4096
+#endif
 #define PREFETCH_FAR_BYTES 8192
 #define PREFETCH_FAR(p) _mm_prefetch((const char *)(p) + PREFETCH_FAR_BYTES, _MM_HINT_T2)
 
@@ -204,8 +207,10 @@ ALWAYS_INLINE void scales8(int type, const uint8_t *blk0, __m256 *d, __m256 *m) 
  * The k-th row of [r0, r1) in the order the row kernels visit them: r0, r0 + h, r0 + 1, r0 + h + 1, ... with h half
  * the rows, rounded up. Reading two regions of the matrix at once keeps more memory requests in flight than one
  * sequential stream: decode at 2 threads, alternating runs, 0.4B Q4_0 10.5-10.8 -> 10.1-10.2 ms, 0.4B Q4_K
- * 11.2-11.6 -> 9.6-9.8 ms. Interleaving the two rows 4 quads at a time measured the same as whole rows in turn;
- * two adjacent rows at a time (one stream) was slower. A row's result does not depend on when it is computed.
+ * 11.2-11.6 -> 9.6-9.8 ms. Two adjacent rows at a time (one stream) was slower. A row's result does not depend
+ * on when it is computed. Whole rows in turn leave one region idle for most of a row once rows are much longer
+ * than the prefetch distance: the 512-bit kernels (quant_avx512.c) and rows_k45_256 on rows over 4 KB take the
+ * two rows with their blocks in step instead.
  */
 ALWAYS_INLINE size_t row_at(size_t r0, size_t r1, size_t k) {
     const size_t h = (r1 - r0 + 1) / 2;
@@ -328,62 +333,100 @@ ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
  * per-sub-block scales d * sc * d_x come from one 8-wide multiply (broadcast back from a small stack array), and
  * the min term is one 8-wide FMA per super-block.
  */
-ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
-                                const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
-    const size_t nsb = cols / QK_K;
-    const size_t bb = type_block_bytes(type);
+/* One super-block (index i, at blk) of a Q4_K / Q5_K row against nv activations. */
+ALWAYS_INLINE void k45_sb(int type, int nv, int vnni, const uint8_t *blk, size_t i, const act_view *xs, __m256 *acc,
+                          __m256 *accb, __m256 *accm) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i one = _mm256_set1_epi8(1);
-    for (size_t k = 0; k < r1 - r0; k++) {
-        const size_t r = row_at(r0, r1, k);
-        const uint8_t *row = W + r * row_bytes;
-        __m256 acc[MAX_NV];
-        __m256 accb[MAX_NV];
-        __m256 accm[MAX_NV];
-        for (int t = 0; t < nv; t++) {
-            acc[t] = _mm256_setzero_ps();
-            accb[t] = _mm256_setzero_ps();
-            accm[t] = _mm256_setzero_ps();
+    PREFETCH(blk);
+    PREFETCH(blk + 64);
+    PREFETCH(blk + 128);
+    __m256 dsc;
+    __m256 dmn;
+    k4_scales_vec(blk, &dsc, &dmn);
+    float cs[MAX_NV][8];
+    for (int t = 0; t < nv; t++) {
+        _mm256_storeu_ps(cs[t], _mm256_mul_ps(dsc, _mm256_loadu_ps(xs[t].d + i * 8)));
+        accm[t] = _mm256_fmadd_ps(dmn, _mm256_loadu_ps(xs[t].s + i * 8), accm[t]);
+    }
+    const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
+    const __m256i hb = type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+    for (int g = 0; g < 4; g++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+        __m256i qa = _mm256_and_si256(v, m4);
+        __m256i qb = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (type == T_Q5_K) {
+            const __m256i ha = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one);
+            const __m256i hbb = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one);
+            qa = _mm256_or_si256(qa, _mm256_slli_epi16(ha, 4));
+            qb = _mm256_or_si256(qb, _mm256_slli_epi16(hbb, 4));
         }
-        for (size_t i = 0; i < nsb; i++) {
-            const uint8_t *blk = row + i * bb;
-            PREFETCH(blk);
-            PREFETCH(blk + 64);
-            PREFETCH(blk + 128);
-            __m256 dsc;
-            __m256 dmn;
-            k4_scales_vec(blk, &dsc, &dmn);
-            float cs[MAX_NV][8];
-            for (int t = 0; t < nv; t++) {
-                _mm256_storeu_ps(cs[t], _mm256_mul_ps(dsc, _mm256_loadu_ps(xs[t].d + i * 8)));
-                accm[t] = _mm256_fmadd_ps(dmn, _mm256_loadu_ps(xs[t].s + i * 8), accm[t]);
-            }
-            const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
-            const __m256i hb =
-                type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
-            for (int g = 0; g < 4; g++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
-                __m256i qa = _mm256_and_si256(v, m4);
-                __m256i qb = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                if (type == T_Q5_K) {
-                    const __m256i ha = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one);
-                    const __m256i hbb = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one);
-                    qa = _mm256_or_si256(qa, _mm256_slli_epi16(ha, 4));
-                    qb = _mm256_or_si256(qb, _mm256_slli_epi16(hbb, 4));
-                }
-                const size_t ba = i * 8 + 2 * g;
-                for (int t = 0; t < nv; t++) {
-                    const __m256i xa = _mm256_loadu_si256((const __m256i *)(xs[t].q + ba * QK));
-                    const __m256i xb = _mm256_loadu_si256((const __m256i *)(xs[t].q + (ba + 1) * QK));
-                    const __m256 pa = _mm256_cvtepi32_ps(dot_u8s8(vnni, qa, xa));
-                    const __m256 pb = _mm256_cvtepi32_ps(dot_u8s8(vnni, qb, xb));
-                    acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g]), pa, acc[t]);
-                    accb[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g + 1]), pb, accb[t]);
-                }
-            }
-        }
+        const size_t ba = i * 8 + 2 * g;
         for (int t = 0; t < nv; t++) {
-            Y[t * ldy + r] = hsum8(_mm256_add_ps(acc[t], accb[t])) - hsum8(accm[t]);
+            const __m256i xa = _mm256_loadu_si256((const __m256i *)(xs[t].q + ba * QK));
+            const __m256i xb = _mm256_loadu_si256((const __m256i *)(xs[t].q + (ba + 1) * QK));
+            const __m256 pa = _mm256_cvtepi32_ps(dot_u8s8(vnni, qa, xa));
+            const __m256 pb = _mm256_cvtepi32_ps(dot_u8s8(vnni, qb, xb));
+            acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g]), pa, acc[t]);
+            accb[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g + 1]), pb, accb[t]);
+        }
+    }
+}
+
+/*
+ * Rows of Q4_K / Q5_K: per 32-element sub-block, unsigned quants times activation block, minus the min term. The
+ * per-sub-block scales d * sc * d_x come from one 8-wide multiply (broadcast back from a small stack array), and
+ * the min term is one 8-wide FMA per super-block. n_rows rows (1 or 2; their super-blocks in step, so a single
+ * vector's thread reads two regions of the matrix at once) against nv activations.
+ */
+ALWAYS_INLINE void k45_rows(int type, int n_rows, int nv, int vnni, const uint8_t *W, size_t row_bytes,
+                            const act_view *xs, float *Y, size_t ldy, size_t a, size_t b, size_t cols) {
+    const size_t nsb = cols / QK_K;
+    const size_t bb = type_block_bytes(type);
+    const uint8_t *row[2] = {W + a * row_bytes, W + b * row_bytes};
+    __m256 acc[2][MAX_NV];
+    __m256 accb[2][MAX_NV];
+    __m256 accm[2][MAX_NV];
+    for (int k = 0; k < n_rows; k++) {
+        for (int t = 0; t < nv; t++) {
+            acc[k][t] = accb[k][t] = accm[k][t] = _mm256_setzero_ps();
+        }
+    }
+    for (size_t i = 0; i < nsb; i++) {
+        for (int k = 0; k < n_rows; k++) {
+            k45_sb(type, nv, vnni, row[k] + i * bb, i, xs, acc[k], accb[k], accm[k]);
+        }
+    }
+    const size_t r[2] = {a, b};
+    for (int k = 0; k < n_rows; k++) {
+        for (int t = 0; t < nv; t++) {
+            Y[t * ldy + r[k]] = hsum8(_mm256_add_ps(acc[k][t], accb[k][t])) - hsum8(accm[k][t]);
+        }
+    }
+}
+
+/*
+ * A single vector's rows go in the order of row_at while rows are at most 4 KB; longer rows (8192 columns and
+ * more) in pairs from the two halves, super-blocks in step, since whole rows in turn then leave one region idle
+ * for most of a row. 2 threads, 1 GiB matrices, ratio to a plain read: pairs at 8192 columns 0.81-0.84 -> 0.90-0.91,
+ * but at 1024 / 2048 / 4096 columns 0.87-0.90 / 0.93-0.97 / 0.96-0.97 -> 0.83-0.86 / 0.89-0.90 / 0.92-0.95.
+ */
+ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
+                                const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
+    if (nv > 1 || row_bytes <= 4096) {
+        for (size_t k = 0; k < r1 - r0; k++) {
+            const size_t r = nv > 1 ? r0 + k : row_at(r0, r1, k);
+            k45_rows(type, 1, nv, vnni, W, row_bytes, xs, Y, ldy, r, r, cols);
+        }
+        return;
+    }
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            k45_rows(type, 2, 1, vnni, W, row_bytes, xs, Y, ldy, a, b, cols);
+        } else {
+            k45_rows(type, 1, 1, vnni, W, row_bytes, xs, Y, ldy, a, a, cols);
         }
     }
 }
