@@ -138,8 +138,9 @@ RWKVC_INLINE void rows_all_vecs(const char *W, size_t row_bytes, const char *X, 
 
 /*
  * A single vector: row pairs from the two halves of [r0, r1), prefetched MV_PF_BYTES ahead once per line, as in
- * kernels_avx512.c (RWKVC_ISA=avx2 on the AVX-512 machine, 2 threads, alternating runs: see the commit). One
- * accumulator per row as in tile, so the results do not change.
+ * kernels_avx512.c (RWKVC_ISA=avx2 on the AVX-512 machine, 2 threads, alternating runs: 0.4B F16 decode
+ * 26.4-27.2 -> 23.5-24.1 ms against adjacent row pairs prefetched 4 rows ahead). One accumulator per row as in
+ * tile, so the results do not change.
  */
 #define MV_PF_BYTES 3072
 
