@@ -192,7 +192,7 @@ ALWAYS_INLINE void rows_k(int type, int nv, int vnni, const uint8_t *W, size_t r
 /*
  * The 512-bit matvec kernels take a thread's rows in pairs from the two halves of its range, their blocks in step
  * (mv_pair32, mv8_pair, mv6_pair), so each thread reads two regions of the matrix at once, and prefetch each
- * region into L1 (hint T0) MV_PREFETCH_BYTES ahead, two lines per step (every line for Q8_0).
+ * region into L1 (hint T0) MV_PREFETCH_BYTES ahead, two lines per step (Q8_0: every line, MV8_PREFETCH_BYTES).
  * History, 2 threads, 1 GiB matrices, ratio to a plain read (bench_quant_matvec): one stream per thread and T2
  * 8 KB ahead (T0 at 2 KB 0.75-0.80, none 0.67, NTA 0.77); then whole rows from the two halves in turn (row_at)
  * and T2 3 KB, Q4_0 / Q5_1 / Q6_K / Q8_0 at 1024 columns 0.95 / 0.89 / 0.93 / 0.98, 2048 0.98 / 0.92 / 0.93 /
@@ -454,12 +454,14 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
 #define MV8_PAIR_BYTES 64
 
 /*
- * This kernel prefetches every line, MV_PREFETCH_BYTES ahead like the others. It was the first to take 3 KB, when
- * each thread read one stream and with hint T2: 1024 / 2048 / 8192 columns, median of 5 back-to-back pairs, 8 KB
- * 0.82-0.85 / 0.82-0.84 / 0.82-0.85 (the same as no prefetch at all), 3 KB 0.95 / 0.89-0.90 / 0.85-0.86, 2 KB
- * 0.92 / 0.89 / 0.78-0.80, 1.5 KB 0.83-0.85 at 2048. With row pairs, T2 measured 0.97 / 0.94 / 0.88 against T0's
- * 0.97 / 0.96 / 0.92.
+ * This kernel prefetches every line (hint T0), MV8_PREFETCH_BYTES ahead. With one stream per thread and hint T2
+ * (1024 / 2048 / 8192 columns, median of 5 back-to-back pairs against a plain read): 8 KB 0.82-0.85 / 0.82-0.84 /
+ * 0.82-0.85 (the same as no prefetch at all), 3 KB 0.95 / 0.89-0.90 / 0.85-0.86, 2 KB 0.92 / 0.89 / 0.78-0.80.
+ * With row pairs in step: T2 3 KB 0.97 / 0.94 / 0.88, T0 3 KB 0.97 / 0.96 / 0.92; T0 at 2048 / 8192 columns, 2 /
+ * 3 / 4 / 6 KB: 0.97 / 0.95 / 0.93 / 0.88 and 0.96 / 0.94 / 0.93 / 0.90. Decode, alternating runs, 2 KB against
+ * 3 KB: 1.5B Q8_0 49.6-50.0 -> 48.3-48.8 ms, 0.4B Q8_0 the same within noise.
  */
+#define MV8_PREFETCH_BYTES 2048
 
 ALWAYS_INLINE void mv8_prep(const act_view *xv, size_t n_pairs, uint8_t *buf) {
     const __m512i one = _mm512_set1_epi8(1);
@@ -481,7 +483,7 @@ ALWAYS_INLINE void mv8_pairs(int n_pairs, const uint8_t *p, const int8_t *xq, co
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const int bb = 34;
     for (int o = 0; o < n_pairs * 2 * bb; o += 64) {
-        _mm_prefetch((const char *)p + o + MV_PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + o + MV8_PREFETCH_BYTES, _MM_HINT_T0);
     }
     __m512i dot[8];
     for (int j = 0; j < n_pairs; j++) {
