@@ -28,9 +28,6 @@
  */
 #define PREFETCH_BYTES 2048
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + PREFETCH_BYTES, _MM_HINT_T0)
-#ifndef K45_PF_BYTES
-#define K45_PF_BYTES 4096
-#endif
 #define PREFETCH_FAR_BYTES 8192
 #define PREFETCH_FAR(p) _mm_prefetch((const char *)(p) + PREFETCH_FAR_BYTES, _MM_HINT_T2)
 
