@@ -84,9 +84,10 @@ typedef struct {
 #define RWKVC_ACT_SLOTS 8
 
 /*
- * Runs n_ops (<= RWKVC_MM_MAX_OPS) independent products over n_vec vectors as ONE thread-pool job: their rows are
- * cut into pieces of about equal bytes (at multiples of 16 rows, as rwkvc_matmul cuts them) and the threads share
- * the pieces of all products, so a token pays one hand-off instead of one per product. Each distinct input (same
+ * Runs n_ops (<= RWKVC_MM_MAX_OPS) independent products over n_vec vectors as ONE thread-pool job: the products'
+ * rows, taken in order, are cut into RWKVC_POOL_CHUNKS_PER_THREAD pieces per thread of about equal bytes (at
+ * multiples of 16 rows, as rwkvc_matmul cuts them; a piece may span two products) and the threads share the
+ * pieces, so a token pays one hand-off instead of one per product. Each distinct input (same
  * X, x_stride, columns and preparation) is prepared once. Every row is computed by the same kernel call on the
  * same 16-row-aligned range as rwkvc_matmul would use, so the results are identical to n_ops rwkvc_matmul calls.
  * No product may write what another reads.

@@ -169,20 +169,24 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     rwkvc_pool_for(c->pool, W->rows, 16, matmul_task, &j);
 }
 
-/* Pieces of a multi job: at most this many (RWKVC_POOL_CHUNKS_PER_THREAD per thread, plus one per product). */
-#define MM_MAX_PIECES 64
+/* Pieces of a multi job: at most this many (RWKVC_POOL_CHUNKS_PER_THREAD per thread), and at most this many
+   segments (one product's row range each) in all: a piece boundary inside a product adds one segment to the
+   product's first. */
+#define MM_MAX_PIECES 48
+#define MM_MAX_SEGMENTS (MM_MAX_PIECES + RWKVC_MM_MAX_OPS)
 
 typedef struct {
     matmul_job jobs[RWKVC_MM_MAX_OPS];
     size_t n_pieces;
-    uint8_t piece_op[MM_MAX_PIECES];
-    size_t piece_r0[MM_MAX_PIECES], piece_r1[MM_MAX_PIECES];
+    uint16_t piece_first[MM_MAX_PIECES + 1]; /* piece p is segments [piece_first[p], piece_first[p + 1]) */
+    uint8_t seg_op[MM_MAX_SEGMENTS];
+    size_t seg_r0[MM_MAX_SEGMENTS], seg_r1[MM_MAX_SEGMENTS];
 } multi_job;
 
 static void multi_task(void *arg, size_t p0, size_t p1) {
     const multi_job *mj = arg;
-    for (size_t p = p0; p < p1; p++) {
-        matmul_rows(&mj->jobs[mj->piece_op[p]], mj->piece_r0[p], mj->piece_r1[p]);
+    for (size_t s = mj->piece_first[p0]; s < mj->piece_first[p1]; s++) {
+        matmul_rows(&mj->jobs[mj->seg_op[s]], mj->seg_r0[s], mj->seg_r1[s]);
     }
 }
 
@@ -229,34 +233,47 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
         total_bytes += W->rows * W->row_bytes;
         total_work += W->rows * W->cols * n_vec;
     }
-    /* Pieces of about total / want bytes each; every product gets at least one, cut at multiples of 16 rows. */
+    /*
+     * The products' rows, in order, cut into `want` pieces of about total / want bytes each, at multiples of 16
+     * rows: a 16-row unit goes to the piece holding its first byte, so a piece may end in one product and go on in
+     * the next. Equal pieces keep the threads finishing together (one piece per product would leave 3 products of
+     * one size to 2 threads, one thread idle for a whole product at the end).
+     */
     uint32_t nt = rwkvc_pool_threads(c->pool);
     size_t want = (size_t)nt * RWKVC_POOL_CHUNKS_PER_THREAD;
-    if (want + n_ops > MM_MAX_PIECES) {
-        want = MM_MAX_PIECES - n_ops;
+    if (want > MM_MAX_PIECES) {
+        want = MM_MAX_PIECES;
     }
     if (total_work < PARALLEL_MIN_WORK || nt <= 1) {
         want = 1;
     }
-    size_t target = (total_bytes + want - 1) / want;
-    mj.n_pieces = 0;
+    size_t n_seg = 0, piece = 0, offset = 0;
+    mj.piece_first[0] = 0;
     for (size_t i = 0; i < n_ops; i++) {
         const rwkvc_weight *W = ops[i].W;
-        size_t units = (W->rows + 15) / 16;
-        size_t bytes = W->rows * W->row_bytes;
-        size_t k = target ? (bytes + target / 2) / target : 1;
-        k = k < 1 ? 1 : k > units ? units : k;
-        if (mj.n_pieces + k > MM_MAX_PIECES - (n_ops - 1 - i)) {
-            k = MM_MAX_PIECES - (n_ops - 1 - i) - mj.n_pieces;
-        }
-        for (size_t p = 0; p < k; p++) {
-            size_t r0 = units * p / k * 16, r1 = units * (p + 1) / k * 16;
-            mj.piece_op[mj.n_pieces] = (uint8_t)i;
-            mj.piece_r0[mj.n_pieces] = r0;
-            mj.piece_r1[mj.n_pieces] = r1 < W->rows ? r1 : W->rows;
-            mj.n_pieces++;
+        for (size_t r = 0; r < W->rows; r += 16) {
+            /* Piece of this unit's first byte: floor(offset * want / total). */
+            size_t p = total_bytes ? (size_t)((double)offset * (double)want / (double)total_bytes) : 0;
+            p = p < want ? p : want - 1;
+            size_t r1 = r + 16 < W->rows ? r + 16 : W->rows;
+            if (n_seg > 0 && p == piece && mj.seg_op[n_seg - 1] == i) {
+                mj.seg_r1[n_seg - 1] = r1; /* extends the open segment */
+            } else {
+                for (; piece < p; piece++) {
+                    mj.piece_first[piece + 1] = (uint16_t)n_seg;
+                }
+                mj.seg_op[n_seg] = (uint8_t)i;
+                mj.seg_r0[n_seg] = r;
+                mj.seg_r1[n_seg] = r1;
+                n_seg++;
+            }
+            offset += (r1 - r) * W->row_bytes;
         }
     }
+    for (; piece < want; piece++) {
+        mj.piece_first[piece + 1] = (uint16_t)n_seg;
+    }
+    mj.n_pieces = want;
     if (want == 1) {
         multi_task(&mj, 0, mj.n_pieces);
         return;
