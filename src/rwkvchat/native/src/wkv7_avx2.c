@@ -24,6 +24,9 @@ RWKVC_INLINE void run(float *S, size_t NC, size_t T, size_t stride, const float 
         const float *rt = r + o, *wt = w + o, *kt = k + o, *kkt = kk + o, *bbt = bb + o;
         for (size_t j = 0; j < N; j++) {
             float *Sj = S + j * N;
+            for (size_t c = 0; c < NC; c += 2) { /* one per 64-byte line */
+                _mm_prefetch((const char *)(Sj + 8 * c) + RWKVC_WKV_PREFETCH_BYTES, _MM_HINT_T0);
+            }
             __m256 acc = _mm256_setzero_ps();
             for (size_t c = 0; c < NC; c++) {
                 acc = _mm256_fmadd_ps(_mm256_loadu_ps(Sj + 8 * c), _mm256_loadu_ps(kkt + 8 * c), acc);

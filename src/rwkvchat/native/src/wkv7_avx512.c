@@ -24,6 +24,9 @@ RWKVC_INLINE void run(float *S, size_t NC, size_t T, size_t stride, const float 
         }
         for (size_t j = 0; j < N; j++) {
             float *Sj = S + j * N;
+            for (size_t c = 0; c < NC; c++) {
+                _mm_prefetch((const char *)(Sj + 16 * c) + RWKVC_WKV_PREFETCH_BYTES, _MM_HINT_T0);
+            }
             __m512 acc = _mm512_setzero_ps();
             for (size_t c = 0; c < NC; c++) {
                 acc = _mm512_fmadd_ps(_mm512_loadu_ps(Sj + 16 * c), kkv[c], acc);
