@@ -26,6 +26,7 @@
 #include "cpu.h"
 #include "fp16.h"
 #include "kernels.h"
+#include "vexp.h"
 #include "wkv7.h"
 
 static int g_failures = 0;
@@ -430,6 +431,78 @@ static void check_wkv(const char *isa_name, rwkvc_wkv7_fn fn) {
     }
 }
 
+/* Distance in units in the last place between two finite floats of one sign (large when signs differ). */
+static uint32_t ulp_distance(float a, float b) {
+    uint32_t ua, ub;
+    memcpy(&ua, &a, 4);
+    memcpy(&ub, &b, 4);
+    if ((ua ^ ub) >> 31) {
+        return (ua & 0x7fffffffu) + (ub & 0x7fffffffu);
+    }
+    return ua > ub ? ua - ub : ub - ua;
+}
+
+/*
+ * A SIMD e^x against the reference (the C library's expf): the same bits on glibc 2.28 and later, whose expf runs
+ * the algorithm the SIMD versions copy (vexp.h), within 1 ulp elsewhere. Inputs: a fine sweep of [-110, 110] (every
+ * gate and decay argument, the overflow and underflow edges), special values, and random bit patterns of every
+ * exponent; array lengths that do and do not fill whole vectors (the tail goes through a padded copy).
+ */
+static void check_expf(const char *isa_name, rwkvc_expf_fn fn) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+    const uint32_t max_ulp = 0;
+#else
+    const uint32_t max_ulp = 1;
+#endif
+    enum { N_SWEEP = 220001, N_RANDOM = 200000, N_SPECIAL = 16 };
+    const size_t n = N_SWEEP + N_RANDOM + N_SPECIAL;
+    float *x = malloc(n * sizeof(float));
+    float *y = malloc(n * sizeof(float));
+    float *yr = malloc(n * sizeof(float));
+    size_t k = 0;
+    for (int i = 0; i < N_SWEEP; i++) {
+        x[k++] = -110.0f + 0.001f * (float)i;
+    }
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < N_RANDOM; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        const uint32_t bits = (uint32_t)(rng >> 32);
+        memcpy(&x[k++], &bits, 4);
+    }
+    const float specials[N_SPECIAL] = {0.0f,      -0.0f,       INFINITY,    -INFINITY,   NAN,         88.72283f,
+                                       88.72284f, -103.97208f, -103.97209f, -103.2789f,  -87.33655f,  1e-30f,
+                                       -1e-30f,   1.4e-45f,    80.0f,       -79.99999f};
+    for (int i = 0; i < N_SPECIAL; i++) {
+        x[k++] = specials[i];
+    }
+    static const size_t LENS[] = {1, 7, 15, 16, 17, 33, 100};
+    size_t bad = 0;
+    for (size_t li = 0; li < sizeof(LENS) / sizeof(LENS[0]) + 1; li++) {
+        /* The whole input at once, then pieces of one length (the last entry: whole arrays only). */
+        const size_t len = li < sizeof(LENS) / sizeof(LENS[0]) ? LENS[li] : n;
+        memcpy(y, x, n * sizeof(float));
+        memcpy(yr, x, n * sizeof(float));
+        for (size_t i = 0; i < n; i += len) {
+            const size_t m = n - i < len ? n - i : len;
+            fn(y + i, m);
+            rwkvc_expf_ref(yr + i, m);
+        }
+        for (size_t i = 0; i < n; i++) {
+            const int both_nan = isnan(y[i]) && isnan(yr[i]);
+            const int same_inf = isinf(y[i]) && y[i] == yr[i];
+            if (!both_nan && !same_inf && (isnan(y[i]) || isnan(yr[i]) || ulp_distance(y[i], yr[i]) > max_ulp)) {
+                if (bad++ < 5) {
+                    fprintf(stderr, "%s expf(%a) = %a, reference %a\n", isa_name, x[i], y[i], yr[i]);
+                }
+            }
+        }
+    }
+    CHECK(bad == 0, "%s expf: %zu results beyond %u ulp of the reference", isa_name, bad, max_ulp);
+    free(x);
+    free(y);
+    free(yr);
+}
+
 int main(void) {
     test_conversions();
     test_dispatch();
@@ -447,6 +520,8 @@ int main(void) {
             if (i == 0) {
                 check_wkv("avx2", rwkvc_wkv7_get(RWKVC_ISA_AVX2));
                 CHECK(rwkvc_wkv7_get(RWKVC_ISA_AVX2) == rwkvc_wkv7_avx2, "avx2 wkv7 chosen");
+                check_expf("avx2", rwkvc_expf_get(RWKVC_ISA_AVX2));
+                CHECK(rwkvc_expf_get(RWKVC_ISA_AVX2) == rwkvc_expf_avx2, "avx2 expf chosen");
             }
         }
         if (f->avx512) {
@@ -463,6 +538,8 @@ int main(void) {
             if (i == 0) {
                 check_wkv("avx512", rwkvc_wkv7_get(RWKVC_ISA_AVX512));
                 CHECK(rwkvc_wkv7_get(RWKVC_ISA_AVX512) == rwkvc_wkv7_avx512, "avx512 wkv7 chosen");
+                check_expf("avx512", rwkvc_expf_get(RWKVC_ISA_AVX512));
+                CHECK(rwkvc_expf_get(RWKVC_ISA_AVX512) == rwkvc_expf_avx512, "avx512 expf chosen");
             }
         }
 #endif

@@ -14,6 +14,7 @@
 
 #include "forward.h"
 #include "status.h"
+#include "vexp.h"
 #include "wkv7.h"
 
 /* ---- Loading ---- */
@@ -153,10 +154,6 @@ static void v7_state_init(const rwkvc_model *m, float *state) {
     memset(state, 0, m->info.state_len * sizeof(float));
 }
 
-static inline float sigmoidf(float x) {
-    return 1.0f / (1.0f + expf(-x));
-}
-
 /*
  * Everything of the time mix between the LoRAs and the output projection is per channel or per head (T3..T8
  * element-wise, T6 and T10 normalise within a head, T9 runs each head on its own, T11 sums within a head), so it
@@ -168,10 +165,14 @@ typedef struct {
     const rwkvc_layer *ly;
     uint32_t l;
     rwkvc_wkv7_fn fn;
+    rwkvc_expf_fn exp_fn;
     size_t T;
     float *S;          /* layer state, [H][N][N] */
     const v7_bufs *b;
 } head_job;
+
+/* Channels per batch of exponentials in head_pre (a head is usually 64). */
+#define EXP_BATCH 64
 
 static void head_pre(const head_job *j, size_t h, size_t t) {
     const rwkvc_layer *ly = j->ly;
@@ -181,10 +182,39 @@ static void head_pre(const head_job *j, size_t h, size_t t) {
     float *dec = b->dec + o, *alpha = b->alpha + o, *k = b->k + o, *v = b->v + o;
     float *kk = b->xw + o, *bb = b->xa + o;
     const float *w0 = ly->w0 + c0, *a0 = ly->a0 + c0, *k_k = ly->k_k + c0, *k_a = ly->k_a + c0;
-    /* T3 / T4 finish: decay d = exp(-e^-0.5 * sigmoid(w0 + lora_w)), alpha = sigmoid(a0 + lora_a). */
-    for (size_t i = 0; i < N; i++) {
-        dec[i] = expf(-0.606531f * sigmoidf(w0[i] + dec[i]));
-        alpha[i] = sigmoidf(a0[i] + alpha[i]);
+    /*
+     * T3 / T4 finish: decay d = exp(-e^-0.5 * sigmoid(w0 + lora_w)), alpha = sigmoid(a0 + lora_a); and T8's gate
+     * sigmoid(v0 + lora_v) (block 0 keeps its v as v_first). sigmoid(x) = 1 / (1 + e^-x); the exponentials go
+     * through exp_fn in batches (the same bits as expf, vexp.h), everything else is the same float arithmetic.
+     */
+    const int vres = j->l != 0;
+    const float *vf = b->vfirst + o, *mx = b->tmp + o, *v0 = vres ? ly->v0 + c0 : NULL;
+    for (size_t i0 = 0; i0 < N; i0 += EXP_BATCH) {
+        const size_t n = N - i0 < EXP_BATCH ? N - i0 : EXP_BATCH;
+        float e[3 * EXP_BATCH];
+        for (size_t i = 0; i < n; i++) {
+            e[i] = -(w0[i0 + i] + dec[i0 + i]);
+            e[n + i] = -(a0[i0 + i] + alpha[i0 + i]);
+            if (vres) {
+                e[2 * n + i] = -(v0[i0 + i] + mx[i0 + i]);
+            }
+        }
+        j->exp_fn(e, vres ? 3 * n : 2 * n);
+        for (size_t i = 0; i < n; i++) {
+            e[i] = -0.606531f * (1.0f / (1.0f + e[i]));
+            alpha[i0 + i] = 1.0f / (1.0f + e[n + i]);
+        }
+        j->exp_fn(e, n);
+        memcpy(dec + i0, e, n * sizeof(float));
+        if (vres) {
+            /* T8: value residual (tmp holds the value LoRA's output). */
+            for (size_t i = 0; i < n; i++) {
+                v[i0 + i] = v[i0 + i] + (vf[i0 + i] - v[i0 + i]) * (1.0f / (1.0f + e[2 * n + i]));
+            }
+        }
+    }
+    if (!vres) {
+        memcpy(b->vfirst + o, v, N * sizeof(float));
     }
     /* T6: kappa-hat = normalize(k * k_k) over the head, from k before T7. */
     double ss = 0.0;
@@ -202,15 +232,6 @@ static void head_pre(const head_job *j, size_t h, size_t t) {
         /* T7: k <- k * (1 + (alpha - 1) * k_a). */
         k[i] = k[i] * (1.0f + (alpha[i] - 1.0f) * k_a[i]);
         bb[i] = kk[i] * alpha[i];
-    }
-    /* T8: value residual (block 0 keeps its v as v_first; tmp holds the value LoRA's output). */
-    if (j->l == 0) {
-        memcpy(b->vfirst + o, v, N * sizeof(float));
-    } else {
-        const float *vf = b->vfirst + o, *mx = b->tmp + o, *v0 = ly->v0 + c0;
-        for (size_t i = 0; i < N; i++) {
-            v[i] = v[i] + (vf[i] - v[i]) * sigmoidf(v0[i] + mx[i]);
-        }
     }
 }
 
@@ -355,8 +376,14 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
     for (size_t i = 0; i < T * ly->w1.rows; i++) {
         b->lora[0][i] = tanhf(b->lora[0][i]);
     }
-    for (size_t i = 0; i < T * ly->g1.rows; i++) {
-        b->lora[2][i] = sigmoidf(b->lora[2][i]);
+    const rwkvc_expf_fn exp_fn = rwkvc_expf_get(m->isa);
+    const size_t n_g = T * ly->g1.rows;
+    for (size_t i = 0; i < n_g; i++) {
+        b->lora[2][i] = -b->lora[2][i];
+    }
+    exp_fn(b->lora[2], n_g);
+    for (size_t i = 0; i < n_g; i++) {
+        b->lora[2][i] = 1.0f / (1.0f + b->lora[2][i]); /* sigmoid */
     }
     for (int i = 0; i < n_lora; i++) {
         ops[i] = (rwkvc_mm_op){W2[i], b->lora[i], W1[i]->rows, lout[i], D};
@@ -364,7 +391,7 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
     rwkvc_matmul_multi(c, ops, (size_t)n_lora, T);
 
     /* T3..T12's gate, per head. */
-    head_job hj = {m, ly, l, rwkvc_wkv7_get(m->isa), T, S, b};
+    head_job hj = {m, ly, l, rwkvc_wkv7_get(m->isa), exp_fn, T, S, b};
     rwkvc_parallel(c, H, T * H * N * N * 3, heads_task, &hj);
 
     /* T12: output projection, added to the residual. */
