@@ -88,8 +88,10 @@ static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *ff
     rwkvc_matmul_multi(c, ops, 2, T);
     rwkvc_relu_sq(b->ffn, T * F);
     rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, T, b->tmp, D);
+    /* x += sigmoid(r) * out; r is not read again, so it takes the gate (e^x in batches: vexp.h). */
+    rwkvc_sigmoid_batch(rwkvc_expf_get(c->model->isa), b->r, b->r, T * D);
     for (size_t i = 0; i < T * D; i++) {
-        b->x[i] += rwkvc_sigmoidf(b->r[i]) * b->tmp[i];
+        b->x[i] += b->r[i] * b->tmp[i];
     }
 }
 

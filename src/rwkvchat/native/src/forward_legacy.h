@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "vexp.h"
 
 /* The ops of RWKV-4 (forward_v4.c), RWKV-5.0/5.1/5.2 (forward_v5.c) and RWKV-6 (forward_v6.c). */
 extern const rwkvc_arch_ops rwkvc_ops_v4;
@@ -65,10 +66,6 @@ void rwkvc_legacy_shift_mu(const float *a, const float *prev0, size_t T, size_t 
  */
 void rwkvc_v5_wkv_out(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, rwkvc_legacy_bufs *b,
                       size_t d_stride, int gated);
-
-static inline float rwkvc_sigmoidf(float x) {
-    return 1.0f / (1.0f + expf(-x));
-}
 
 /* ---- Loading ---- */
 

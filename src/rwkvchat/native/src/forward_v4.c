@@ -102,8 +102,9 @@ static void v4_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
     wkv_job j = {ly, st, b, T, D};
     rwkvc_parallel(c, D, T * D * 32, wkv_channels, &j);
     /* T5: out = Wo (r * wkv). */
+    rwkvc_sigmoid_batch(rwkvc_expf_get(c->model->isa), b->r, b->r, T * D); /* r is not read again */
     for (size_t i = 0; i < T * D; i++) {
-        b->y[i] *= rwkvc_sigmoidf(b->r[i]);
+        b->y[i] *= b->r[i];
     }
     rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
     rwkvc_add(b->x, b->tmp, T * D);

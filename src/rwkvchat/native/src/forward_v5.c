@@ -111,19 +111,29 @@ static void wkv_heads(void *arg, size_t h0, size_t h1) {
     }
 }
 
+/* Channels per batch of the gate's sigmoid. */
+#define SILU_BATCH 256
+
 void rwkvc_v5_wkv_out(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, rwkvc_legacy_bufs *b,
                       size_t d_stride, int gated) {
     const rwkvc_model *m = c->model;
     const size_t D = m->info.n_embd, N = m->info.head_size, H = m->info.n_head;
+    const rwkvc_expf_fn exp_fn = rwkvc_expf_get(m->isa);
     wkv5_job j = {m, ly, st + D, b, T, d_stride};
     rwkvc_parallel(c, H, T * H * N * N * 3, wkv_heads, &j);
     for (size_t t = 0; t < T; t++) {
         float *y = b->y + t * D;
         rwkvc_group_norm(y, ly->lnx_w, ly->lnx_b, H, N, m->gn_eps);
         if (gated) {
+            /* y *= silu(g) = g * sigmoid(g), the sigmoid in batches of SILU_BATCH (e^x: vexp.h). */
             const float *g = b->g + t * D;
-            for (size_t i = 0; i < D; i++) {
-                y[i] *= g[i] * rwkvc_sigmoidf(g[i]);
+            for (size_t i0 = 0; i0 < D; i0 += SILU_BATCH) {
+                const size_t n = D - i0 < SILU_BATCH ? D - i0 : SILU_BATCH;
+                float s[SILU_BATCH];
+                rwkvc_sigmoid_batch(exp_fn, g + i0, s, n);
+                for (size_t i = 0; i < n; i++) {
+                    y[i0 + i] *= g[i0 + i] * s[i];
+                }
             }
         }
     }

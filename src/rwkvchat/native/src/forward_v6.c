@@ -190,11 +190,18 @@ static void v6_time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
         b->lora[i] = tanhf(b->lora[i]);
     }
     rwkvc_matmul(c, &ly->decay_w2, b->lora, Rd, T, b->dec, D);
+    /* The two exponentials in batches over each token's channels (the same bits as expf: vexp.h). */
+    const rwkvc_expf_fn exp_fn = rwkvc_expf_get(c->model->isa);
     for (size_t t = 0; t < T; t++) {
         float *d = b->dec + t * D;
         for (size_t i = 0; i < D; i++) {
-            d[i] = expf(-expf(ly->decay[i] + d[i]));
+            d[i] = ly->decay[i] + d[i];
         }
+        exp_fn(d, D);
+        for (size_t i = 0; i < D; i++) {
+            d[i] = -d[i];
+        }
+        exp_fn(d, D);
     }
     /* T7-T8: WKV with this token's decay, group norm, gate, output. */
     rwkvc_v5_wkv_out(c, ly, T, st, b, D, 1);

@@ -28,6 +28,17 @@ void rwkvc_expf_avx512(float *x, size_t n);
 /* The version for an instruction set (the reference for scalar, NEON and unknown levels). */
 rwkvc_expf_fn rwkvc_expf_get(rwkvc_isa isa);
 
+/* y[i] = 1 / (1 + e^-x[i]) for i < n: the float arithmetic of 1.0f / (1.0f + expf(-x)), e^x in a batch. y may be x. */
+static inline void rwkvc_sigmoid_batch(rwkvc_expf_fn exp_fn, const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        y[i] = -x[i];
+    }
+    exp_fn(y, n);
+    for (size_t i = 0; i < n; i++) {
+        y[i] = 1.0f / (1.0f + y[i]);
+    }
+}
+
 /*
  * The algorithm's constants (glibc's __exp2f_data, ARM optimized-routines' exp2f_data; EXP2F_TABLE_BITS = 5):
  * table entry i is the bits of 2^(i/32) less i << 47, so that adding k << 47 (k the rounded x * 32/ln2) puts
