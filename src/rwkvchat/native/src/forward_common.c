@@ -123,16 +123,35 @@ static act_plan plan_act(const rwkvc_matmul_kernels *k, size_t cols, size_t n_ve
     return p;
 }
 
-/* Converts the n_vec float vectors of X (x_stride floats apart) into act as planned. */
-static void prepare(const rwkvc_matmul_kernels *k, const act_plan *p, const float *X, size_t x_stride, size_t n_vec,
-                    char *act, size_t cols) {
+typedef struct {
+    const rwkvc_matmul_kernels *k;
+    const float *X;
+    size_t x_stride;   /* floats */
+    char *act;
+    size_t vec_bytes;
+    size_t cols;
+} prepare_job;
+
+static void prepare_task(void *arg, size_t t0, size_t t1) {
+    const prepare_job *j = arg;
+    for (size_t t = t0; t < t1; t++) {
+        j->k->prepare_act(j->X + t * j->x_stride, j->act + t * j->vec_bytes, j->cols);
+    }
+}
+
+/*
+ * Converts the n_vec float vectors of X (x_stride floats apart) into act as planned. Vectors are independent, so a
+ * sequence's are converted by the pool (a 512-token prefill spent 3% of its samples here on one thread while the
+ * others waited); one vector's conversion is too small to hand off.
+ */
+static void prepare(rwkvc_ctx *c, const rwkvc_matmul_kernels *k, const act_plan *p, const float *X, size_t x_stride,
+                    size_t n_vec, char *act, size_t cols) {
     if (p->seq) {
         k->prepare_seq(X, x_stride, n_vec, act, cols);
         return;
     }
-    for (size_t t = 0; t < n_vec; t++) {
-        k->prepare_act(X + t * x_stride, act + t * p->vec_bytes, cols);
-    }
+    prepare_job j = {k, X, x_stride, act, p->vec_bytes, cols};
+    rwkvc_parallel(c, n_vec, n_vec * cols * 4, prepare_task, &j);
 }
 
 /* Whether two products' planned preparations of the same input give the same bytes. */
@@ -155,7 +174,7 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     act_plan p = plan_act(k, W->cols, n_vec, c->act_cap);
     if (p.vec_bytes > 0) {
         /* Convert the activations once, before the rows are split. */
-        prepare(k, &p, X, x_stride, n_vec, c->act, W->cols);
+        prepare(c, k, &p, X, x_stride, n_vec, c->act, W->cols);
         j.X = c->act;
         j.x_stride = p.vec_bytes;
         j.seq = p.seq;
@@ -223,7 +242,7 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
                 }
             }
             if (!prep) {
-                prepare(k, &plans[i], ops[i].X, ops[i].x_stride, n_vec, act, W->cols);
+                prepare(c, k, &plans[i], ops[i].X, ops[i].x_stride, n_vec, act, W->cols);
                 prep = act;
                 act += plans[i].total;
             }
