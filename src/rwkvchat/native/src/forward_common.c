@@ -188,9 +188,9 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     rwkvc_pool_for(c->pool, W->rows, 16, matmul_task, &j);
 }
 
-/* Pieces of a multi job: at most this many (RWKVC_POOL_CHUNKS_PER_THREAD per thread), and at most this many
-   segments (one product's row range each) in all: a piece boundary inside a product adds one segment to the
-   product's first. */
+/* Pieces of a multi job: at most this many (RWKVC_POOL_CHUNKS_PER_THREAD per thread). A piece is a list of
+   segments, each a row range of one product; there is one segment per product plus one per piece boundary that
+   falls inside a product, so at most MM_MAX_SEGMENTS. */
 #define MM_MAX_PIECES 48
 #define MM_MAX_SEGMENTS (MM_MAX_PIECES + RWKVC_MM_MAX_OPS)
 
