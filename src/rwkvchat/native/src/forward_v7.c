@@ -377,14 +377,7 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
         b->lora[0][i] = tanhf(b->lora[0][i]);
     }
     const rwkvc_expf_fn exp_fn = rwkvc_expf_get(m->isa);
-    const size_t n_g = T * ly->g1.rows;
-    for (size_t i = 0; i < n_g; i++) {
-        b->lora[2][i] = -b->lora[2][i];
-    }
-    exp_fn(b->lora[2], n_g);
-    for (size_t i = 0; i < n_g; i++) {
-        b->lora[2][i] = 1.0f / (1.0f + b->lora[2][i]); /* sigmoid */
-    }
+    rwkvc_sigmoid_batch(exp_fn, b->lora[2], b->lora[2], T * ly->g1.rows);
     for (int i = 0; i < n_lora; i++) {
         ops[i] = (rwkvc_mm_op){W2[i], b->lora[i], W1[i]->rows, lout[i], D};
     }

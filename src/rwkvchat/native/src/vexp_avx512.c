@@ -43,9 +43,8 @@ static inline void exp16(float *p, const __m512i *tab) {
     _mm256_storeu_ps(p, a);
     _mm256_storeu_ps(p + 8, b);
     if (special) {
-        const __m512 xs = x;
         float in[16];
-        _mm512_storeu_ps(in, xs);
+        _mm512_storeu_ps(in, x);
         for (int i = 0; i < 16; i++) {
             if (special & (1u << i)) {
                 p[i] = expf(in[i]);
