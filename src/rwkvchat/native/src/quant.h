@@ -108,6 +108,13 @@ static_assert(sizeof(rwkvc_block_q8_K) == 292, "q8_K block is 292 bytes");
  * layout keeps the kernels simple. Layout for cols = 32 * nb elements:
  *   float d[nb]; float s[nb]; (padding to a multiple of 64 bytes); int8 qs[cols].
  * The buffer is written once by prepare_act and then only read, so worker threads can share it.
+ *
+ * Q4_K and Q5_K prepare the same layout with one scale per 256 elements (rwkvc_q8act_prepare_sb_ref): d is the
+ * super-block's amax / 127, stored for each of its 8 blocks, and s = d * sum(qs) per block as above. With d equal
+ * across a super-block, the weight's six-bit sub-block scales can be applied to exact integer dots and summed in
+ * int32 over the whole super-block, one fp32 multiply-add per 256 elements instead of one per 32 (the decode
+ * kernels of those types were bound by that float work). ggml does the same with Q8_K for every K-quant. Any
+ * kernel that reads d per block stays correct on either variant.
  */
 static inline size_t rwkvc_q8act_header_bytes(size_t cols) {
     size_t nb = cols / RWKVC_QK;
@@ -151,5 +158,7 @@ extern int rwkvc_quant_disable_amx;
 
 /* Scalar activation quantizer shared by the reference kernels and used for the tail checks of the SIMD ones. */
 void rwkvc_q8act_prepare_ref(const float *x, void *xq, size_t cols);
+/* The same layout with one scale per 256-element super-block (cols a multiple of 256), for Q4_K / Q5_K. */
+void rwkvc_q8act_prepare_sb_ref(const float *x, void *xq, size_t cols);
 
 #endif /* RWKVC_QUANT_H */

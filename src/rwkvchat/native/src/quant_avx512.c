@@ -1127,8 +1127,8 @@ static inline int use_vnni(void) {
 }
 
 /* Each type gets a VNNI and a plain specialisation. */
-#define DEFINE_AVX512(name, tid)                                                                                  \
-    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \
+#define DEFINE_AVX512(name, tid, prepare)                                                                         \
+    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         if (use_vnni()) {                                                                                         \
             matvec_generic(tid, 1, W, row_bytes, x, y, r0, r1, cols);                                             \
@@ -1144,17 +1144,17 @@ static inline int use_vnni(void) {
             matmat_generic(tid, 0, W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols);                       \
         }                                                                                                         \
     }                                                                                                             \
-    static const rwkvc_matmul_kernels kernels_##name = {act_bytes_avx512, q8act_prepare_x86, matvec_##name,       \
+    static const rwkvc_matmul_kernels kernels_##name = {act_bytes_avx512, prepare, matvec_##name,                 \
                                                         matmat_##name, NULL, NULL, NULL};
 
-DEFINE_AVX512(q8_0, T_Q8_0)
-DEFINE_AVX512(q4_0, T_Q4_0)
-DEFINE_AVX512(q4_1, T_Q4_1)
-DEFINE_AVX512(q5_0, T_Q5_0)
-DEFINE_AVX512(q5_1, T_Q5_1)
-DEFINE_AVX512(q4_K, T_Q4_K)
-DEFINE_AVX512(q5_K, T_Q5_K)
-DEFINE_AVX512(q6_K, T_Q6_K)
+DEFINE_AVX512(q8_0, T_Q8_0, q8act_prepare_x86)
+DEFINE_AVX512(q4_0, T_Q4_0, q8act_prepare_x86)
+DEFINE_AVX512(q4_1, T_Q4_1, q8act_prepare_x86)
+DEFINE_AVX512(q5_0, T_Q5_0, q8act_prepare_x86)
+DEFINE_AVX512(q5_1, T_Q5_1, q8act_prepare_x86)
+DEFINE_AVX512(q4_K, T_Q4_K, q8act_prepare_sb_x86)
+DEFINE_AVX512(q5_K, T_Q5_K, q8act_prepare_sb_x86)
+DEFINE_AVX512(q6_K, T_Q6_K, q8act_prepare_x86)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_avx512(uint32_t type) {
     switch (type) {

@@ -4,8 +4,9 @@
  * Same arithmetic as quant_ref.c: per 32-element block an exact integer dot product of weight quants (decoded to
  * int8; every type fits: -32..31 or 0..31 or int8) with the activation quants, then an fp32 scale. Plain ARMv8.0
  * NEON (vmull_s8 / vmlal_s8 pair products, |w * x| <= 128 * 127 so a pair fits int16; vpadalq_s16 widens), so it
- * runs on any AArch64 CPU. The activation is prepared by the scalar reference (rwkvc_q8act_prepare_ref): the
- * layout and rounding are then identical by construction, and it is a small part of the work.
+ * runs on any AArch64 CPU. The activation is prepared by the scalar reference (rwkvc_q8act_prepare_ref, and
+ * rwkvc_q8act_prepare_sb_ref for Q4_K / Q5_K as on x86): the layout and rounding are then identical by
+ * construction, and it is a small part of the work.
  * matmat walks rows in tiles and runs every vector over a tile while its weights are in cache.
  */
 #include <arm_neon.h>
@@ -255,8 +256,8 @@ static size_t act_bytes_neon(size_t cols) {
     return rwkvc_q8act_bytes(cols);
 }
 
-#define DEFINE_NEON(name, tid)                                                                                    \
-    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \
+#define DEFINE_NEON(name, tid, prepare)                                                                           \
+    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         for (size_t r = r0; r < r1; r++) {                                                                        \
             y[r] = row_dot(tid, (const uint8_t *)W + r * row_bytes, x, cols);                                     \
@@ -267,21 +268,21 @@ static size_t act_bytes_neon(size_t cols) {
         for (size_t rt = r0; rt < r1; rt += ROW_TILE) {                                                           \
             const size_t re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;                                            \
             for (size_t t = 0; t < n_vec; t++) {                                                                  \
-                matvec_##name(W, row_bytes, (const char *)X + t * x_stride, Y + t * ldy, rt, re, cols);          \
+                matvec_##name(W, row_bytes, (const char *)X + t * x_stride, Y + t * ldy, rt, re, cols);           \
             }                                                                                                     \
         }                                                                                                         \
     }                                                                                                             \
-    static const rwkvc_matmul_kernels kernels_##name = {act_bytes_neon, rwkvc_q8act_prepare_ref, matvec_##name,   \
+    static const rwkvc_matmul_kernels kernels_##name = {act_bytes_neon, prepare, matvec_##name,                   \
                                                         matmat_##name, NULL, NULL, NULL};
 
-DEFINE_NEON(q8_0, T_Q8_0)
-DEFINE_NEON(q4_0, T_Q4_0)
-DEFINE_NEON(q4_1, T_Q4_1)
-DEFINE_NEON(q5_0, T_Q5_0)
-DEFINE_NEON(q5_1, T_Q5_1)
-DEFINE_NEON(q4_K, T_Q4_K)
-DEFINE_NEON(q5_K, T_Q5_K)
-DEFINE_NEON(q6_K, T_Q6_K)
+DEFINE_NEON(q8_0, T_Q8_0, rwkvc_q8act_prepare_ref)
+DEFINE_NEON(q4_0, T_Q4_0, rwkvc_q8act_prepare_ref)
+DEFINE_NEON(q4_1, T_Q4_1, rwkvc_q8act_prepare_ref)
+DEFINE_NEON(q5_0, T_Q5_0, rwkvc_q8act_prepare_ref)
+DEFINE_NEON(q5_1, T_Q5_1, rwkvc_q8act_prepare_ref)
+DEFINE_NEON(q4_K, T_Q4_K, rwkvc_q8act_prepare_sb_ref)
+DEFINE_NEON(q5_K, T_Q5_K, rwkvc_q8act_prepare_sb_ref)
+DEFINE_NEON(q6_K, T_Q6_K, rwkvc_q8act_prepare_ref)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_neon(uint32_t type) {
     switch (type) {

@@ -727,30 +727,43 @@ const rwkvc_type_traits *rwkvc_quant_traits(uint32_t type) {
 int rwkvc_quant_disable_vnni = 0;
 int rwkvc_quant_disable_amx = 0;
 
-void rwkvc_q8act_prepare_ref(const float *x, void *xq, size_t cols) {
+/*
+ * Both activation variants: blocks of 32 sharing one scale in groups of `group` blocks (1: per-block scales,
+ * 8: one per 256-element super-block), the scale being the group's amax / 127.
+ */
+static void q8act_prepare_grouped(const float *x, void *xq, size_t cols, size_t group) {
     const size_t nb = cols / QK;
     float *d = (float *)xq;
     float *s = d + nb;
     int8_t *qs = (int8_t *)xq + rwkvc_q8act_header_bytes(cols);
     memset(s + nb, 0, rwkvc_q8act_header_bytes(cols) - 2 * nb * sizeof(float));
-    for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * QK;
+    for (size_t g = 0; g < nb; g += group) {
         float amax = 0.0f;
-        for (int j = 0; j < QK; j++) {
-            amax = fmaxf(amax, fabsf(xb[j]));
+        for (size_t j = 0; j < group * QK; j++) {
+            amax = fmaxf(amax, fabsf(x[g * QK + j]));
         }
         const float db = amax / 127.0f;
         const float id = db != 0.0f ? 1.0f / db : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < QK; j++) {
-            /* Half to even (the default rounding mode), so the SIMD versions round identically. */
-            const int v = (int)nearbyintf(xb[j] * id);
-            qs[b * QK + j] = (int8_t)v;
-            sum += v;
+        for (size_t b = g; b < g + group; b++) {
+            int sum = 0;
+            for (int j = 0; j < QK; j++) {
+                /* Half to even (the default rounding mode), so the SIMD versions round identically. */
+                const int v = (int)nearbyintf(x[b * QK + j] * id);
+                qs[b * QK + j] = (int8_t)v;
+                sum += v;
+            }
+            d[b] = db;
+            s[b] = db * (float)sum;
         }
-        d[b] = db;
-        s[b] = db * (float)sum;
     }
+}
+
+void rwkvc_q8act_prepare_ref(const float *x, void *xq, size_t cols) {
+    q8act_prepare_grouped(x, xq, cols, 1);
+}
+
+void rwkvc_q8act_prepare_sb_ref(const float *x, void *xq, size_t cols) {
+    q8act_prepare_grouped(x, xq, cols, QK_K / QK);
 }
 
 static size_t q8act_bytes(size_t cols) {
@@ -843,31 +856,31 @@ static float row_dot_q6_K(const char *row, const void *xq, size_t cols) {
     return acc;
 }
 
-#define DEFINE_REF_32(name, block_t)                                                                                \
-    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \
+#define DEFINE_REF_32(name, block_t)                                                                              \
+    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         for (size_t r = r0; r < r1; r++) {                                                                        \
-            y[r] = row_dot32(decode_##name, sizeof(block_t), (const char *)W + r * row_bytes, x, cols);          \
+            y[r] = row_dot32(decode_##name, sizeof(block_t), (const char *)W + r * row_bytes, x, cols);           \
         }                                                                                                         \
     }
 
 #define DEFINE_REF_K(name)                                                                                        \
-    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,    \
+    static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         for (size_t r = r0; r < r1; r++) {                                                                        \
             y[r] = row_dot_##name((const char *)W + r * row_bytes, x, cols);                                      \
         }                                                                                                         \
     }
 
-#define DEFINE_REF_MATMAT(name)                                                                                   \
+#define DEFINE_REF_MATMAT(name, prepare)                                                                          \
     static void matmat_##name(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,      \
                               float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {                          \
         for (size_t t = 0; t < n_vec; t++) {                                                                      \
-            matvec_##name(W, row_bytes, (const char *)X + t * x_stride, Y + t * ldy, r0, r1, cols);              \
+            matvec_##name(W, row_bytes, (const char *)X + t * x_stride, Y + t * ldy, r0, r1, cols);               \
         }                                                                                                         \
     }                                                                                                             \
-    static const rwkvc_matmul_kernels kernels_##name = {q8act_bytes, rwkvc_q8act_prepare_ref, matvec_##name,      \
-                                                        matmat_##name, NULL, NULL, NULL};
+    static const rwkvc_matmul_kernels kernels_##name = {q8act_bytes, prepare, matvec_##name, matmat_##name, NULL, \
+                                                        NULL, NULL};
 
 DEFINE_REF_32(q8_0, rwkvc_block_q8_0)
 DEFINE_REF_32(q4_0, rwkvc_block_q4_0)
@@ -877,14 +890,14 @@ DEFINE_REF_32(q5_1, rwkvc_block_q5_1)
 DEFINE_REF_K(q4_K)
 DEFINE_REF_K(q5_K)
 DEFINE_REF_K(q6_K)
-DEFINE_REF_MATMAT(q8_0)
-DEFINE_REF_MATMAT(q4_0)
-DEFINE_REF_MATMAT(q4_1)
-DEFINE_REF_MATMAT(q5_0)
-DEFINE_REF_MATMAT(q5_1)
-DEFINE_REF_MATMAT(q4_K)
-DEFINE_REF_MATMAT(q5_K)
-DEFINE_REF_MATMAT(q6_K)
+DEFINE_REF_MATMAT(q8_0, rwkvc_q8act_prepare_ref)
+DEFINE_REF_MATMAT(q4_0, rwkvc_q8act_prepare_ref)
+DEFINE_REF_MATMAT(q4_1, rwkvc_q8act_prepare_ref)
+DEFINE_REF_MATMAT(q5_0, rwkvc_q8act_prepare_ref)
+DEFINE_REF_MATMAT(q5_1, rwkvc_q8act_prepare_ref)
+DEFINE_REF_MATMAT(q4_K, rwkvc_q8act_prepare_sb_ref)
+DEFINE_REF_MATMAT(q5_K, rwkvc_q8act_prepare_sb_ref)
+DEFINE_REF_MATMAT(q6_K, rwkvc_q8act_prepare_ref)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_ref(uint32_t type) {
     switch (type) {

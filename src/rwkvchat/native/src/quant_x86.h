@@ -206,8 +206,8 @@ ALWAYS_INLINE void scales8(int type, const uint8_t *blk0, __m256 *d, __m256 *m) 
  * sequential stream: decode at 2 threads, alternating runs, 0.4B Q4_0 10.5-10.8 -> 10.1-10.2 ms, 0.4B Q4_K
  * 11.2-11.6 -> 9.6-9.8 ms. Two adjacent rows at a time (one stream) was slower. A row's result does not depend
  * on when it is computed. Whole rows in turn leave one region idle for most of a row once rows are much longer
- * than the prefetch distance: the 512-bit kernels (quant_avx512.c) and rows_k45_256 on rows over 4 KB take the
- * two rows with their blocks in step instead.
+ * than the prefetch distance: the 512-bit kernels (quant_avx512.c), rows32_256 and rows_k45_256 take the two
+ * rows with their blocks in step instead.
  */
 ALWAYS_INLINE size_t row_at(size_t r0, size_t r1, size_t k) {
     const size_t h = (r1 - r0 + 1) / 2;
@@ -368,28 +368,66 @@ ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
 }
 
 /*
- * Rows of Q4_K / Q5_K: per 32-element sub-block, unsigned quants times activation block, minus the min term. The
- * per-sub-block scales d * sc * d_x come from one 8-wide multiply (broadcast back from a small stack array), and
- * the min term is one 8-wide FMA per super-block.
+ * Q4_K / Q5_K on an activation with one scale per super-block (rwkvc_q8act_prepare_sb_ref): per 32-element
+ * sub-block, vpmaddubsw of the unsigned quants with the activation (pairs at most 2 * 31 * 127 = 7874, exact in
+ * int16), then vpmaddwd (or VNNI's vpdpwssd) with the six-bit scale, summed in int32 over the super-block (at most
+ * 8 * 32 * 31 * 127 * 63 = 63.5M); one convert and one FMA with d * d_x per 256 elements. The scales are written
+ * once per super-block as 32-bit words holding the scale in both 16-bit halves, so each sub-block's scale vector
+ * is a broadcast from memory (a load, not a shuffle). The min term is one 8-wide FMA per super-block.
+ * Before, with a scale per activation block, each sub-block needed a convert, a broadcast and a float FMA of its
+ * own: 1 thread on a 4096 x 4096 matrix in cache, AVX-512 Q4_K 22.8 GB/s against Q4_0's 29.9.
  */
-/* One super-block (index i, at blk) of a Q4_K / Q5_K row against nv activations. */
+ALWAYS_INLINE void k45_sb_scales(const uint8_t *blk, int32_t *sc2, __m256 *dmn) {
+    uint64_t lo;
+    uint32_t hi;
+    memcpy(&lo, blk + 4, 8);
+    memcpy(&hi, blk + 12, 4);
+    /* Bytes 0..3: scales 0..3, bytes 4..7: mins 0..3; then the same for sub-blocks 4..7 (see rwkvc_k4_scale_min). */
+    const uint64_t a = lo & 0x3F3F3F3F3F3F3F3Full;
+    const uint64_t b = ((((uint64_t)(hi >> 4) << 32) | hi) & 0x0F0F0F0F0F0F0F0Full) |
+                       (((lo >> 6) & 0x0303030303030303ull) << 4);
+    const __m128i v = _mm_set_epi64x((long long)((a >> 32) | (b & 0xFFFFFFFF00000000ull)),
+                                     (long long)((a & 0xFFFFFFFFull) | (b << 32)));
+    const __m256i s32 = _mm256_cvtepu8_epi32(v);
+    _mm256_storeu_si256((__m256i *)(void *)sc2, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));
+    /*
+     * Keeps the compiler from turning the broadcasts back into register shuffles (valignd + vpbroadcastd, port 5
+     * on Intel, which was then the bottleneck): it must read the words from memory, a load-port broadcast.
+     */
+    __asm__ volatile("" : : "r"(sc2) : "memory");
+    *dmn = _mm256_mul_ps(_mm256_set1_ps(h2f(blk + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))));
+}
+
+/* Adds pairs of int16 p times the int16 scale held twice in *sc2 to int32 acc. */
+ALWAYS_INLINE __m256i scale_add16(int vnni, __m256i acc, __m256i p, const int32_t *sc2) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if (vnni) {
+        return _mm256_dpwssd_epi32(acc, p, _mm256_set1_epi32(*sc2));
+    }
+#endif
+    (void)vnni;
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi32(*sc2)));
+}
+
 ALWAYS_INLINE void k45_sb(int type, int nv, int vnni, const uint8_t *blk, size_t i, const act_view *xs, __m256 *acc,
-                          __m256 *accb, __m256 *accm) {
+                          __m256 *accm) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i one = _mm256_set1_epi8(1);
     PREFETCH(blk);
     PREFETCH(blk + 64);
     PREFETCH(blk + 128);
-    __m256 dsc;
+    _Alignas(32) int32_t sc2[8];
     __m256 dmn;
-    k4_scales_vec(blk, &dsc, &dmn);
-    float cs[MAX_NV][8];
+    k45_sb_scales(blk, sc2, &dmn);
+    __m256i sa[MAX_NV];
+    __m256i sb[MAX_NV];
     for (int t = 0; t < nv; t++) {
-        _mm256_storeu_ps(cs[t], _mm256_mul_ps(dsc, _mm256_loadu_ps(xs[t].d + i * 8)));
         accm[t] = _mm256_fmadd_ps(dmn, _mm256_loadu_ps(xs[t].s + i * 8), accm[t]);
+        sa[t] = sb[t] = _mm256_setzero_si256();
     }
     const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
     const __m256i hb = type == T_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+#pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
         __m256i qa = _mm256_and_si256(v, m4);
@@ -400,23 +438,27 @@ ALWAYS_INLINE void k45_sb(int type, int nv, int vnni, const uint8_t *blk, size_t
             qa = _mm256_or_si256(qa, _mm256_slli_epi16(ha, 4));
             qb = _mm256_or_si256(qb, _mm256_slli_epi16(hbb, 4));
         }
-        const size_t ba = i * 8 + 2 * g;
         for (int t = 0; t < nv; t++) {
-            const __m256i xa = _mm256_loadu_si256((const __m256i *)(xs[t].q + ba * QK));
-            const __m256i xb = _mm256_loadu_si256((const __m256i *)(xs[t].q + (ba + 1) * QK));
-            const __m256 pa = _mm256_cvtepi32_ps(dot_u8s8(vnni, qa, xa));
-            const __m256 pb = _mm256_cvtepi32_ps(dot_u8s8(vnni, qb, xb));
-            acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g]), pa, acc[t]);
-            accb[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&cs[t][2 * g + 1]), pb, accb[t]);
+            const int8_t *x = xs[t].q + i * QK_K + 64 * g;
+            const __m256i pa = _mm256_maddubs_epi16(qa, _mm256_loadu_si256((const __m256i *)x));
+            const __m256i pb = _mm256_maddubs_epi16(qb, _mm256_loadu_si256((const __m256i *)(x + 32)));
+            /* Two int32 chains per super-block (g even / odd), so vpdpwssd latency does not serialize it. */
+            __m256i *s = (g & 1) ? &sb[t] : &sa[t];
+            *s = scale_add16(vnni, *s, pa, &sc2[2 * g]);
+            *s = scale_add16(vnni, *s, pb, &sc2[2 * g + 1]);
         }
+    }
+    const float d = h2f(blk);
+    for (int t = 0; t < nv; t++) {
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(sa[t], sb[t]));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xs[t].d[i * 8]), p, acc[t]);
     }
 }
 
 /*
- * Rows of Q4_K / Q5_K: per 32-element sub-block, unsigned quants times activation block, minus the min term. The
- * per-sub-block scales d * sc * d_x come from one 8-wide multiply (broadcast back from a small stack array), and
- * the min term is one 8-wide FMA per super-block. n_rows rows (1 or 2; their super-blocks in step, so a single
- * vector's thread reads two regions of the matrix at once) against nv activations.
+ * Rows of Q4_K / Q5_K (k45_sb per super-block): n_rows rows (1 or 2; their super-blocks in step, so a single
+ * vector's thread reads two regions of the matrix at once) against nv activations. A row's result does not depend
+ * on n_rows or nv, so matvec and matmat give the same bits.
  */
 ALWAYS_INLINE void k45_rows(int type, int n_rows, int nv, int vnni, const uint8_t *W, size_t row_bytes,
                             const act_view *xs, float *Y, size_t ldy, size_t a, size_t b, size_t cols) {
@@ -424,37 +466,37 @@ ALWAYS_INLINE void k45_rows(int type, int n_rows, int nv, int vnni, const uint8_
     const size_t bb = type_block_bytes(type);
     const uint8_t *row[2] = {W + a * row_bytes, W + b * row_bytes};
     __m256 acc[2][MAX_NV];
-    __m256 accb[2][MAX_NV];
     __m256 accm[2][MAX_NV];
     for (int k = 0; k < n_rows; k++) {
         for (int t = 0; t < nv; t++) {
-            acc[k][t] = accb[k][t] = accm[k][t] = _mm256_setzero_ps();
+            acc[k][t] = accm[k][t] = _mm256_setzero_ps();
         }
     }
     for (size_t i = 0; i < nsb; i++) {
         for (int k = 0; k < n_rows; k++) {
-            k45_sb(type, nv, vnni, row[k] + i * bb, i, xs, acc[k], accb[k], accm[k]);
+            k45_sb(type, nv, vnni, row[k] + i * bb, i, xs, acc[k], accm[k]);
         }
     }
     const size_t r[2] = {a, b};
     for (int k = 0; k < n_rows; k++) {
         for (int t = 0; t < nv; t++) {
-            Y[t * ldy + r[k]] = hsum8(_mm256_add_ps(acc[k][t], accb[k][t])) - hsum8(accm[k][t]);
+            Y[t * ldy + r[k]] = hsum8(acc[k][t]) - hsum8(accm[k][t]);
         }
     }
 }
 
 /*
- * A single vector's rows go in the order of row_at while rows are at most 4 KB; longer rows (8192 columns and
- * more) in pairs from the two halves, super-blocks in step, since whole rows in turn then leave one region idle
- * for most of a row. 2 threads, 1 GiB matrices, ratio to a plain read: pairs at 8192 columns 0.81-0.84 -> 0.90-0.91,
- * but at 1024 / 2048 / 4096 columns 0.87-0.90 / 0.93-0.97 / 0.96-0.97 -> 0.83-0.86 / 0.89-0.90 / 0.92-0.95.
+ * A single vector's rows go in pairs from the two halves of the range, super-blocks in step, so each thread reads
+ * two regions of the matrix at once. 2 threads, 1 GiB matrices, ratio to a plain read at 1024 / 2048 / 4096 /
+ * 8192 columns: with the float-per-sub-block kernel, pairs 0.83-0.86 / 0.89-0.90 / 0.92-0.95 / 0.90-0.91 against
+ * whole rows in turn (row_at) 0.87-0.90 / 0.93-0.97 / 0.96-0.97 / 0.81-0.84, so pairs were kept for rows over
+ * 4 KB only; with k45_sb's integer sums, pairs 0.94-0.96 / 0.97-0.98 / 1.02 / 0.96 against row_at 0.96-0.97 /
+ * 0.98-1.00 / 0.93-0.95 / -.
  */
 ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
                                 const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
-    if (nv > 1 || row_bytes <= 4096) {
-        for (size_t k = 0; k < r1 - r0; k++) {
-            const size_t r = nv > 1 ? r0 + k : row_at(r0, r1, k);
+    if (nv > 1) {
+        for (size_t r = r0; r < r1; r++) {
             k45_rows(type, 1, nv, vnni, W, row_bytes, xs, Y, ldy, r, r, cols);
         }
         return;
@@ -837,52 +879,75 @@ static inline void *pk_alloc(size_t cols, pk_buffers *pb) {
     return buf;
 }
 
-/* Activation preparation with AVX2 instructions, bit-identical to rwkvc_q8act_prepare_ref. */
+/* Largest |x| of 32 floats. */
+ALWAYS_INLINE float amax32_x86(const float *xb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * k)));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
 
-static inline void q8act_prepare_x86(const float *x, void *xq, size_t cols) {
+/* Quantizes 32 floats with the inverse scale id into qs (half to even); returns the sum of the quants. */
+ALWAYS_INLINE int q8_block_x86(const float *xb, float id, int8_t *qs) {
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i i32[4];
+    for (int k = 0; k < 4; k++) {
+        /* vcvtps2dq rounds half to even in the default MXCSR mode, like nearbyintf. */
+        i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * k), idv));
+    }
+    /* Sum of the quants, then pack int32 -> int8 in element order. */
+    const __m256i s01 = _mm256_add_epi32(i32[0], i32[1]);
+    const __m256i s23 = _mm256_add_epi32(i32[2], i32[3]);
+    __m256i st = _mm256_add_epi32(s01, s23);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(st), _mm256_extracti128_si256(st, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    const __m256i p01 = _mm256_packs_epi32(i32[0], i32[1]);
+    const __m256i p23 = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    /* The two packs interleave 128-bit lanes: restore element order. */
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)qs, p);
+    return _mm_cvtsi128_si32(s4);
+}
+
+/*
+ * Activation preparation with AVX2 instructions, bit-identical to rwkvc_q8act_prepare_ref (group 1) and
+ * rwkvc_q8act_prepare_sb_ref (group 8: one scale per 256-element super-block).
+ */
+ALWAYS_INLINE void q8act_prepare_grouped_x86(const float *x, void *xq, size_t cols, size_t group) {
     const size_t nb = cols / QK;
     float *d = (float *)xq;
     float *s = d + nb;
     int8_t *qs = (int8_t *)xq + rwkvc_q8act_header_bytes(cols);
     memset(s + nb, 0, rwkvc_q8act_header_bytes(cols) - 2 * nb * sizeof(float));
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * QK;
-        __m256 v[4];
-        __m256 mx = _mm256_setzero_ps();
-        for (int k = 0; k < 4; k++) {
-            v[k] = _mm256_loadu_ps(xb + 8 * k);
-            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
+    for (size_t g = 0; g < nb; g += group) {
+        float am = 0.0f;
+        for (size_t b = g; b < g + group; b++) {
+            const float ab = amax32_x86(x + b * QK);
+            am = ab > am ? ab : am;
         }
-        __m128 m = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        const float am = _mm_cvtss_f32(m);
         const float db = am / 127.0f;
         const float id = db != 0.0f ? 1.0f / db : 0.0f;
-        const __m256 idv = _mm256_set1_ps(id);
-        __m256i i32[4];
-        for (int k = 0; k < 4; k++) {
-            /* vcvtps2dq rounds half to even in the default MXCSR mode, like nearbyintf. */
-            i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
+        for (size_t b = g; b < g + group; b++) {
+            const int sum = q8_block_x86(x + b * QK, id, qs + b * QK);
+            d[b] = db;
+            s[b] = db * (float)sum;
         }
-        /* Sum of the quants, then pack int32 -> int8 in element order. */
-        const __m256i s01 = _mm256_add_epi32(i32[0], i32[1]);
-        const __m256i s23 = _mm256_add_epi32(i32[2], i32[3]);
-        __m256i st = _mm256_add_epi32(s01, s23);
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(st), _mm256_extracti128_si256(st, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-        const int sum = _mm_cvtsi128_si32(s4);
-        const __m256i p01 = _mm256_packs_epi32(i32[0], i32[1]);
-        const __m256i p23 = _mm256_packs_epi32(i32[2], i32[3]);
-        __m256i p = _mm256_packs_epi16(p01, p23);
-        /* The two packs interleave 128-bit lanes: restore element order. */
-        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(qs + b * QK), p);
-        d[b] = db;
-        s[b] = db * (float)sum;
     }
+}
+
+static inline void q8act_prepare_x86(const float *x, void *xq, size_t cols) {
+    q8act_prepare_grouped_x86(x, xq, cols, 1);
+}
+
+static inline void q8act_prepare_sb_x86(const float *x, void *xq, size_t cols) {
+    q8act_prepare_grouped_x86(x, xq, cols, QK_K / QK);
 }
 
 #endif /* RWKVC_QUANT_X86_H */
