@@ -146,13 +146,17 @@ static float row32(int type, const uint8_t *row, const float *xd, const float *x
     return vaddvq_f32(vaddq_f32(acc0, acc1)) + accm;
 }
 
-/* Q4_K / Q5_K: sub-block 2g from the low nibbles of qs[32g..32g+31], 2g+1 from the high ones. */
+/*
+ * Q4_K / Q5_K: sub-block 2g from the low nibbles of qs[32g..32g+31], 2g+1 from the high ones. The activation has
+ * one scale per super-block (rwkvc_q8act_prepare_sb_ref), so the six-bit sub-block scales multiply the exact
+ * integer dots and the super-block sums in int32 (at most 8 * 32 * 31 * 127 * 63 = 63.5M): one convert and one
+ * float multiply-add per 256 elements.
+ */
 static float row_k45(int type, const uint8_t *row, const float *xd, const float *xs, const int8_t *xq, size_t nsb) {
     const size_t bb = type == T_Q4_K ? sizeof(rwkvc_block_q4_K) : sizeof(rwkvc_block_q5_K);
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     const uint8x16_t one = vdupq_n_u8(1);
-    float32x4_t acc0 = vdupq_n_f32(0.0f);
-    float32x4_t acc1 = vdupq_n_f32(0.0f);
+    float32x4_t acc = vdupq_n_f32(0.0f);
     float accm = 0.0f;
     for (size_t i = 0; i < nsb; i++) {
         const uint8_t *blk = row + i * bb;
@@ -165,6 +169,7 @@ static float row_k45(int type, const uint8_t *row, const float *xd, const float 
             h0 = vld1q_u8(blk + 16);
             h1 = vld1q_u8(blk + 32);
         }
+        int32x4_t isum = vdupq_n_s32(0);
         for (int g = 0; g < 4; g++) {
             uint8_t sca;
             uint8_t mna;
@@ -189,12 +194,13 @@ static float row_k45(int type, const uint8_t *row, const float *xd, const float 
             const size_t ba = i * 8 + 2 * g;
             const int32x4_t pa = dot32(vreinterpretq_s8_u8(a0), vreinterpretq_s8_u8(a1), xq + ba * QK);
             const int32x4_t pb = dot32(vreinterpretq_s8_u8(b0), vreinterpretq_s8_u8(b1), xq + (ba + 1) * QK);
-            acc0 = vmlaq_n_f32(acc0, vcvtq_f32_s32(pa), d * sca * xd[ba]);
-            acc1 = vmlaq_n_f32(acc1, vcvtq_f32_s32(pb), d * scb * xd[ba + 1]);
+            isum = vmlaq_n_s32(isum, pa, sca);
+            isum = vmlaq_n_s32(isum, pb, scb);
             accm += dmin * mna * xs[ba] + dmin * mnb * xs[ba + 1];
         }
+        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(isum), d * xd[i * 8]);
     }
-    return vaddvq_f32(vaddq_f32(acc0, acc1)) - accm;
+    return vaddvq_f32(acc) - accm;
 }
 
 static float row_q6k(const uint8_t *row, const float *xd, const int8_t *xq, size_t nsb) {
