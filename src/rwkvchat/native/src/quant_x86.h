@@ -377,25 +377,30 @@ ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
  * Before, with a scale per activation block, each sub-block needed a convert, a broadcast and a float FMA of its
  * own: 1 thread on a 4096 x 4096 matrix in cache, AVX-512 Q4_K 22.8 GB/s against Q4_0's 29.9.
  */
-ALWAYS_INLINE void k45_sb_scales(const uint8_t *blk, int32_t *sc2, __m256 *dmn) {
-    uint64_t lo;
-    uint32_t hi;
-    memcpy(&lo, blk + 4, 8);
-    memcpy(&hi, blk + 12, 4);
-    /* Bytes 0..3: scales 0..3, bytes 4..7: mins 0..3; then the same for sub-blocks 4..7 (see rwkvc_k4_scale_min). */
-    const uint64_t a = lo & 0x3F3F3F3F3F3F3F3Full;
-    const uint64_t b = ((((uint64_t)(hi >> 4) << 32) | hi) & 0x0F0F0F0F0F0F0F0Full) |
-                       (((lo >> 6) & 0x0303030303030303ull) << 4);
-    const __m128i v = _mm_set_epi64x((long long)((a >> 32) | (b & 0xFFFFFFFF00000000ull)),
-                                     (long long)((a & 0xFFFFFFFFull) | (b << 32)));
-    const __m256i s32 = _mm256_cvtepu8_epi32(v);
+ALWAYS_INLINE void k45_sb_scales(const uint8_t *blk, int32_t *sc2, __m256 *dv, __m256 *dmn) {
+    /*
+     * The six-bit scales and mins (rwkvc_k4_scale_min) unpacked in one register: bytes 4..15 of the block are the
+     * packed bytes q0..q11. a = [q0-3, q8-11, q4-7, q8-11 >> 4] masked to [sc0-3, low nibbles of sc4-7, mn0-3,
+     * low nibbles of mn4-7]; b supplies the top two bits of sc4-7 (from q0-3) and mn4-7 (from q4-7).
+     */
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)blk);
+    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi8(v, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12,
+                                                                       13, 14, 15)),
+                                     _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    const __m128i lo = _mm_and_si128(a, _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
+    const __m128i sm = _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30)));
+    const __m256i s32 = _mm256_cvtepu8_epi32(sm);
     _mm256_storeu_si256((__m256i *)(void *)sc2, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));
     /*
      * Keeps the compiler from turning the broadcasts back into register shuffles (valignd + vpbroadcastd, port 5
      * on Intel, which was then the bottleneck): it must read the words from memory, a load-port broadcast.
      */
     __asm__ volatile("" : : "r"(sc2) : "memory");
-    *dmn = _mm256_mul_ps(_mm256_set1_ps(h2f(blk + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))));
+    const __m256 h = _mm256_castps128_ps256(_mm_cvtph_ps(v)); /* d, dmin, ... */
+    *dv = _mm256_permutevar8x32_ps(h, _mm256_setzero_si256());
+    *dmn = _mm256_mul_ps(_mm256_permutevar8x32_ps(h, _mm256_set1_epi32(1)),
+                         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
 }
 
 /* Adds pairs of int16 p times the int16 scale held twice in *sc2 to int32 acc. */
@@ -417,8 +422,9 @@ ALWAYS_INLINE void k45_sb(int type, int nv, int vnni, const uint8_t *blk, size_t
     PREFETCH(blk + 64);
     PREFETCH(blk + 128);
     _Alignas(32) int32_t sc2[8];
+    __m256 dv;
     __m256 dmn;
-    k45_sb_scales(blk, sc2, &dmn);
+    k45_sb_scales(blk, sc2, &dv, &dmn);
     __m256i sa[MAX_NV];
     __m256i sb[MAX_NV];
     for (int t = 0; t < nv; t++) {
@@ -448,10 +454,9 @@ ALWAYS_INLINE void k45_sb(int type, int nv, int vnni, const uint8_t *blk, size_t
             *s = scale_add16(vnni, *s, pb, &sc2[2 * g + 1]);
         }
     }
-    const float d = h2f(blk);
     for (int t = 0; t < nv; t++) {
         const __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(sa[t], sb[t]));
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xs[t].d[i * 8]), p, acc[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_set1_ps(xs[t].d[i * 8])), p, acc[t]);
     }
 }
 
