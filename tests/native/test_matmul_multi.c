@@ -1,8 +1,8 @@
 /*
  * test_matmul_multi.c: rwkvc_matmul_multi (several products as one thread-pool job) against one rwkvc_matmul call
- * per product, bit for bit, with 1..4 threads, one and several vectors, float and quantized weights, inputs shared
- * between products (prepared once), row counts that are and are not multiples of 16, and a job too large for the
- * context's activation slots (the per-product fallback).
+ * per product, bit for bit, with 1..4 threads and 1..3 chunks per thread, one and several vectors, float and
+ * quantized weights, inputs shared between products (prepared once), row counts that are and are not multiples
+ * of 16, and a job too large for the context's activation slots (the per-product fallback).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -55,7 +55,7 @@ static void make_weight(rwkvc_weight *w, uint32_t type, size_t rows, size_t cols
 
 #define N_OPS 6
 
-static void run_case(uint32_t type, uint32_t threads, size_t n_vec, size_t act_slots) {
+static void run_case(uint32_t type, uint32_t threads, uint32_t chunks, size_t n_vec, size_t act_slots) {
     const rwkvc_isa isa = rwkvc_isa_detect();
     /* D x D products, a LoRA-like (R, D) and one sharing the first product's input; rows 1024, 1024, 512, 64,
        40 (not a multiple of 16), 1024. */
@@ -80,6 +80,8 @@ static void run_case(uint32_t type, uint32_t threads, size_t n_vec, size_t act_s
     struct rwkvc_ctx c;
     memset(&c, 0, sizeof(c));
     c.pool = rwkvc_pool_new(threads);
+    rwkvc_pool_set_chunks_per_thread(c.pool, chunks);
+    CHECK(rwkvc_pool_chunks_per_thread(c.pool) == chunks, "chunks per thread %u not kept", chunks);
     c.max_T = n_vec;
     c.act_cap = act_slots * n_vec * max_ab;
     c.act = c.act_cap ? aligned_alloc(64, (c.act_cap + 63) & ~(size_t)63) : NULL;
@@ -93,8 +95,8 @@ static void run_case(uint32_t type, uint32_t threads, size_t n_vec, size_t act_s
     rwkvc_matmul_multi(&c, ops, N_OPS, n_vec);
     for (int i = 0; i < N_OPS; i++) {
         CHECK(memcmp(y1[i], y2[i], n_vec * rows[i] * sizeof(float)) == 0,
-              "type %u, %u threads, %zu vectors, %zu slots: product %d differs from rwkvc_matmul", type, threads,
-              n_vec, act_slots, i);
+              "type %u, %u threads x %u chunks, %zu vectors, %zu slots: product %d differs from rwkvc_matmul", type,
+              threads, chunks, n_vec, act_slots, i);
     }
     rwkvc_pool_free(c.pool);
     free(c.act);
@@ -111,11 +113,13 @@ int main(void) {
     const uint32_t types[] = {0, 1, 8, 2, 7, 12};
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
         for (uint32_t threads = 1; threads <= 4; threads++) {
-            run_case(types[t], threads, 1, RWKVC_ACT_SLOTS);
-            run_case(types[t], threads, 5, RWKVC_ACT_SLOTS);
+            for (uint32_t chunks = 1; chunks <= 3; chunks++) {
+                run_case(types[t], threads, chunks, 1, RWKVC_ACT_SLOTS);
+                run_case(types[t], threads, chunks, 5, RWKVC_ACT_SLOTS);
+            }
         }
         /* Too few slots: falls back to one job per product. */
-        run_case(types[t], 2, 1, 1);
+        run_case(types[t], 2, 2, 1, 1);
     }
     printf("test_matmul_multi: %d failures\n", g_failures);
     return g_failures ? 1 : 0;

@@ -21,6 +21,11 @@ typedef struct {
     int amx_int8;    /* AMX-TILE + AMX-INT8, tile state enabled by the OS and granted to this process. */
     int amx_bf16;    /* AMX-TILE + AMX-BF16, likewise. */
     int neon;
+    /*
+     * 1 when the CPU says its cores are all of one kind: x86 without the hybrid flag (CPUID.07H:EDX[15]). 0 on
+     * hybrid parts and where it is not known (other CPUs; big.LITTLE is common on ARM).
+     */
+    int uniform_cores;
 } rwkvc_cpu_flags;
 
 /* The 64-byte AMX tile configuration of ldtilecfg (palette 1), for the AMX GEMMs (kernels_avx512.c, quant_avx512.c). */

@@ -85,7 +85,7 @@ typedef struct {
 
 /*
  * Runs n_ops (<= RWKVC_MM_MAX_OPS) independent products over n_vec vectors as ONE thread-pool job: the products'
- * rows, taken in order, are cut into RWKVC_POOL_CHUNKS_PER_THREAD pieces per thread of about equal bytes (at
+ * rows, taken in order, are cut into rwkvc_pool_chunks_per_thread pieces per thread of about equal bytes (at
  * multiples of 16 rows, as rwkvc_matmul cuts them; a piece may span two products) and the threads share the
  * pieces, so a token pays one hand-off instead of one per product. Each distinct input (same
  * X, x_stride, columns and preparation) is prepared once. Every row is computed by the same kernel call on the

@@ -188,7 +188,7 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     rwkvc_pool_for(c->pool, W->rows, 16, matmul_task, &j);
 }
 
-/* Pieces of a multi job: at most this many (RWKVC_POOL_CHUNKS_PER_THREAD per thread). A piece is a list of
+/* Pieces of a multi job: at most this many (rwkvc_pool_chunks_per_thread per thread). A piece is a list of
    segments, each a row range of one product; there is one segment per product plus one per piece boundary that
    falls inside a product, so at most MM_MAX_SEGMENTS. */
 #define MM_MAX_PIECES 48
@@ -259,7 +259,7 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
      * one size to 2 threads, one thread idle for a whole product at the end).
      */
     uint32_t nt = rwkvc_pool_threads(c->pool);
-    size_t want = (size_t)nt * RWKVC_POOL_CHUNKS_PER_THREAD;
+    size_t want = (size_t)nt * rwkvc_pool_chunks_per_thread(c->pool);
     if (want > MM_MAX_PIECES) {
         want = MM_MAX_PIECES;
     }

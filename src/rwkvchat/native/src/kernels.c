@@ -69,6 +69,7 @@ static void detect(rwkvc_cpu_flags *f) {
     int amx_tile = (d >> 24) & 1;
     int amx_int8 = (d >> 25) & 1;
     int amx_bf16 = (d >> 22) & 1;
+    f->uniform_cores = !((d >> 15) & 1);
     unsigned max_sub = a;
     int bf16 = 0;
     if (max_sub >= 1) {

@@ -29,6 +29,7 @@
 
 struct rwkvc_pool {
     uint32_t n_threads;
+    uint32_t chunks_per_thread;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -117,6 +118,7 @@ rwkvc_pool *rwkvc_pool_new(uint32_t n_threads) {
         return NULL;
     }
     p->n_threads = n_threads ? n_threads : 1;
+    p->chunks_per_thread = RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD;
     atomic_init(&p->state, 0);
     atomic_init(&p->stop, 0);
     atomic_init(&p->done, 0);
@@ -169,6 +171,18 @@ uint32_t rwkvc_pool_threads(const rwkvc_pool *p) {
     return p ? p->n_threads : 1;
 }
 
+void rwkvc_pool_set_chunks_per_thread(rwkvc_pool *p, uint32_t chunks) {
+    if (p) {
+        p->chunks_per_thread = chunks < 1 ? 1 : chunks > RWKVC_POOL_MAX_CHUNKS_PER_THREAD
+                                                    ? RWKVC_POOL_MAX_CHUNKS_PER_THREAD
+                                                    : chunks;
+    }
+}
+
+uint32_t rwkvc_pool_chunks_per_thread(const rwkvc_pool *p) {
+    return p ? p->chunks_per_thread : RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD;
+}
+
 /* Publishes a job of n_chunks chunks of `chunk` items over [0, n), takes part in it, and waits for it. */
 static void run_job(rwkvc_pool *p, size_t n, size_t chunk, uint32_t n_chunks, rwkvc_task_fn fn, void *arg) {
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
@@ -204,7 +218,7 @@ void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, voi
         return;
     }
     size_t units = (n + grain - 1) / grain;
-    size_t want = (size_t)p->n_threads * RWKVC_POOL_CHUNKS_PER_THREAD;
+    size_t want = (size_t)p->n_threads * p->chunks_per_thread;
     size_t per = (units + want - 1) / want;
     size_t chunk = per * grain;
     uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);

@@ -14,12 +14,14 @@
 typedef struct rwkvc_pool rwkvc_pool;
 
 /*
- * Chunks per thread of a parallel-for (and pieces per thread of a multi-product job, forward_common.c): more let
- * a thread slowed by other load hand work over, but each costs a claim and a cold start of its memory stream.
- * Decode jobs are short (a 0.4B Q4_K product is 0.1-0.6 MB), and 2 measured faster than 4 here: 0.4B Q4_K decode
- * 12.3 -> 11.6-11.9 ms, its 512-token prefill 743 -> 790 tok/s (2 threads).
+ * Chunks per thread of a parallel-for (and pieces per thread of a multi-product job, forward_common.c), 2 unless
+ * set otherwise. More chunks let a thread slowed by other load, or a fast core of a hybrid CPU, take over work;
+ * each costs a claim and a cold start of its memory stream. Decode jobs are short (a 0.4B Q4_K product is
+ * 0.1-0.6 MB): 2 measured faster than 4 (0.4B Q4_K decode 12.3 -> 11.6-11.9 ms, its 512-token prefill 743 -> 790
+ * tok/s), and on CPUs whose cores are all alike 1 is faster again (the context picks it there, api.c).
  */
-#define RWKVC_POOL_CHUNKS_PER_THREAD 2
+#define RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD 2
+#define RWKVC_POOL_MAX_CHUNKS_PER_THREAD 8
 
 /* Runs items [begin, end) of a job; called on several threads at once with disjoint ranges. */
 typedef void (*rwkvc_task_fn)(void *arg, size_t begin, size_t end);
@@ -32,6 +34,12 @@ void rwkvc_pool_free(rwkvc_pool *p);
 
 /* Threads in the pool, the caller included. */
 uint32_t rwkvc_pool_threads(const rwkvc_pool *p);
+
+/* Chunks per thread of later jobs, clamped to [1, RWKVC_POOL_MAX_CHUNKS_PER_THREAD]. Not during a job. */
+void rwkvc_pool_set_chunks_per_thread(rwkvc_pool *p, uint32_t chunks);
+
+/* The current chunks per thread (RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD for a NULL pool). */
+uint32_t rwkvc_pool_chunks_per_thread(const rwkvc_pool *p);
 
 /*
  * Calls fn over [0, n) split into chunks whose boundaries are multiples of grain (except the last), spread over
