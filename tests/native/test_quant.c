@@ -8,6 +8,7 @@
  * 2. Reference quantize -> dequantize relative RMSE on Gaussian data within quant-formats.md's figures x 1.5.
  * 3. Hand-derived reference blocks (Q4_0, Q8_0, Q4_1) that pin the exact ggml rounding rules.
  * 4. rwkvc_quantize / rwkvc_dequantize argument checks.
+ * 5. The Q4_K / Q5_K activation with one scale per super-block: its values, and every set preparing the same bytes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -293,6 +294,82 @@ static void test_amx_matches_vnni(void) {
     }
 }
 
+/*
+ * The activation with one scale per 256 elements (Q4_K / Q5_K, rwkvc_q8act_prepare_sb_ref): each group of 8 blocks
+ * shares d = the group's amax / 127, the largest |x| of the group maps to +-127, s = d * sum(qs) per block; every
+ * SIMD set's preparation gives the same bytes, also for column counts that end in a short group (the kernels
+ * never ask for those, but the preparation must stay in bounds).
+ */
+static void test_sb_activation(void) {
+    const size_t max_cols = 32 * 21;
+    float *x = malloc(max_cols * sizeof(float));
+    uint8_t *a = malloc(rwkvc_q8act_bytes(max_cols) + 64);
+    uint8_t *b = malloc(rwkvc_q8act_bytes(max_cols) + 64);
+    int cases = 0;
+    for (size_t nb = 1; nb <= 21; nb++) {
+        const size_t cols = 32 * nb;
+        for (size_t i = 0; i < cols; i++) {
+            x[i] = rng_normal() * (i % 64 < 32 ? 1.0f : 0.01f); /* blocks of very different sizes */
+        }
+        const size_t big = (nb * 7) % cols;
+        x[big] = -9.0f;
+        const size_t ab = rwkvc_q8act_bytes(cols);
+        memset(a, 0xAB, ab + 64);
+        rwkvc_q8act_prepare_sb_ref(x, a, cols);
+        CHECK(a[ab] == 0xAB, "sb preparation of %zu columns wrote past its %zu bytes", cols, ab);
+        const float *d = rwkvc_q8act_d(a);
+        const float *sv = rwkvc_q8act_s(a, cols);
+        const int8_t *q = rwkvc_q8act_qs(a, cols);
+        for (size_t g = 0; g < nb; g += 8) {
+            const size_t g1 = g + 8 < nb ? g + 8 : nb;
+            float amax = 0.0f;
+            for (size_t i = g * 32; i < g1 * 32; i++) {
+                amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+            }
+            int extreme = 0;
+            for (size_t blk = g; blk < g1; blk++) {
+                CHECK(d[blk] == amax / 127.0f, "cols %zu block %zu: d %g, want the group's amax / 127 %g", cols, blk,
+                      d[blk], amax / 127.0f);
+                int sum = 0;
+                for (size_t i = blk * 32; i < blk * 32 + 32; i++) {
+                    sum += q[i];
+                    extreme |= q[i] == 127 || q[i] == -127;
+                    CHECK(fabsf(q[i] * d[blk] - x[i]) <= 0.5f * d[blk] * 1.0001f, "cols %zu element %zu: %d * %g "
+                          "is not x = %g to half a step", cols, i, q[i], d[blk], x[i]);
+                }
+                CHECK(sv[blk] == d[blk] * (float)sum, "cols %zu block %zu: s is not d * sum(qs)", cols, blk);
+            }
+            CHECK(extreme, "cols %zu group %zu: no quant reaches +-127", cols, g / 8);
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        const rwkvc_cpu_flags *f = rwkvc_cpu_features();
+        const rwkvc_matmul_kernels *sets[2] = {f->avx2 ? rwkvc_quant_kernels_avx2(RWKVC_TYPE_Q4_K) : NULL,
+                                               f->avx512 ? rwkvc_quant_kernels_avx512(RWKVC_TYPE_Q5_K) : NULL};
+#elif defined(__aarch64__)
+        const rwkvc_matmul_kernels *sets[2] = {rwkvc_quant_kernels_neon(RWKVC_TYPE_Q4_K), NULL};
+#else
+        const rwkvc_matmul_kernels *sets[2] = {NULL, NULL};
+#endif
+        for (int k = 0; k < 2; k++) {
+            if (sets[k]) {
+                memset(b, 0xCD, ab + 64);
+                sets[k]->prepare_act(x, b, cols);
+                CHECK(memcmp(a, b, ab) == 0 && b[ab] == 0xCD, "cols %zu: SIMD sb preparation %d differs", cols, k);
+            }
+        }
+        cases++;
+    }
+    /* The kernel sets of Q4_K / Q5_K prepare this variant; the reference sets too. */
+    CHECK(rwkvc_quant_kernels_ref(RWKVC_TYPE_Q4_K)->prepare_act == rwkvc_q8act_prepare_sb_ref &&
+              rwkvc_quant_kernels_ref(RWKVC_TYPE_Q5_K)->prepare_act == rwkvc_q8act_prepare_sb_ref &&
+              rwkvc_quant_kernels_ref(RWKVC_TYPE_Q6_K)->prepare_act == rwkvc_q8act_prepare_ref,
+          "reference sets: Q4_K / Q5_K must prepare one scale per super-block, Q6_K one per block");
+    printf("  super-block activation scales: %d column counts\n", cases);
+    free(x);
+    free(a);
+    free(b);
+}
+
 /* Relative RMSE of quantize -> dequantize on Gaussian rows (quant-formats.md 5.3 x 1.5; K-quants from ggml). */
 static void test_roundtrip_rmse(void) {
     static const struct {
@@ -485,6 +562,7 @@ int main(void) {
     test_simd_vs_ref("neon", rwkvc_quant_kernels_neon);
 #endif
     (void)f;
+    test_sb_activation();
     printf("Round trip:\n");
     test_roundtrip_rmse();
     test_known_blocks();

@@ -738,13 +738,15 @@ static void q8act_prepare_grouped(const float *x, void *xq, size_t cols, size_t 
     int8_t *qs = (int8_t *)xq + rwkvc_q8act_header_bytes(cols);
     memset(s + nb, 0, rwkvc_q8act_header_bytes(cols) - 2 * nb * sizeof(float));
     for (size_t g = 0; g < nb; g += group) {
+        /* A last group may be short (cols not a multiple of 256: never for K-quant rows, but stay in bounds). */
+        const size_t g1 = g + group < nb ? g + group : nb;
         float amax = 0.0f;
-        for (size_t j = 0; j < group * QK; j++) {
-            amax = fmaxf(amax, fabsf(x[g * QK + j]));
+        for (size_t j = g * QK; j < g1 * QK; j++) {
+            amax = fmaxf(amax, fabsf(x[j]));
         }
         const float db = amax / 127.0f;
         const float id = db != 0.0f ? 1.0f / db : 0.0f;
-        for (size_t b = g; b < g + group; b++) {
+        for (size_t b = g; b < g1; b++) {
             int sum = 0;
             for (int j = 0; j < QK; j++) {
                 /* Half to even (the default rounding mode), so the SIMD versions round identically. */

@@ -932,14 +932,15 @@ ALWAYS_INLINE void q8act_prepare_grouped_x86(const float *x, void *xq, size_t co
     int8_t *qs = (int8_t *)xq + rwkvc_q8act_header_bytes(cols);
     memset(s + nb, 0, rwkvc_q8act_header_bytes(cols) - 2 * nb * sizeof(float));
     for (size_t g = 0; g < nb; g += group) {
+        const size_t g1 = g + group < nb ? g + group : nb; /* as rwkvc_q8act_prepare_sb_ref */
         float am = 0.0f;
-        for (size_t b = g; b < g + group; b++) {
+        for (size_t b = g; b < g1; b++) {
             const float ab = amax32_x86(x + b * QK);
             am = ab > am ? ab : am;
         }
         const float db = am / 127.0f;
         const float id = db != 0.0f ? 1.0f / db : 0.0f;
-        for (size_t b = g; b < g + group; b++) {
+        for (size_t b = g; b < g1; b++) {
             const int sum = q8_block_x86(x + b * QK, id, qs + b * QK);
             d[b] = db;
             s[b] = db * (float)sum;
