@@ -42,9 +42,8 @@ RWKVC_API rwkvc_status rwkvc_ctx_new(const rwkvc_model *m, uint32_t n_threads, r
     if (c->pool && rwkvc_cpu_features()->uniform_cores) {
         /*
          * Cores of one kind finish equal chunks together, so one chunk per thread saves the second chunk's claim
-         * and cold start: alternating decode runs, 2 threads, 0.4B Q4_0 10.33-10.49 -> 10.04-10.32 ms, 0.4B Q4_K
-         * 9.15-9.37 -> 9.04-9.20, 1.5B Q4_K 32.82-33.23 -> 32.62-32.87. Hybrid CPUs keep two, so a fast core can
-         * take over a slow core's second chunk.
+         * and cold start: alternating decode runs, 2 threads, 0.4B Q4_0 8.74-9.23 -> 8.49-8.77 ms, 0.4B Q4_K
+         * 9.09-9.64 -> 8.85-9.37. Hybrid CPUs keep two, so a fast core can take over a slow core's second chunk.
          */
         rwkvc_pool_set_chunks_per_thread(c->pool, 1);
     }

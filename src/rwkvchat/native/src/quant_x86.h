@@ -375,7 +375,7 @@ ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
  * once per super-block as 32-bit words holding the scale in both 16-bit halves, so each sub-block's scale vector
  * is a broadcast from memory (a load, not a shuffle). The min term is one 8-wide FMA per super-block.
  * Before, with a scale per activation block, each sub-block needed a convert, a broadcast and a float FMA of its
- * own: 1 thread on a 4096 x 4096 matrix in cache, AVX-512 Q4_K 22.8 GB/s against Q4_0's 29.9.
+ * own: 1 thread on a 4096 x 4096 matrix in cache, AVX-512 Q4_K 22.8 GB/s against Q4_0's 29.9; now 28.2.
  */
 ALWAYS_INLINE void k45_sb_scales(const uint8_t *blk, int32_t *sc2, __m256 *dv, __m256 *dmn) {
     /*
@@ -495,8 +495,9 @@ ALWAYS_INLINE void k45_rows(int type, int n_rows, int nv, int vnni, const uint8_
  * two regions of the matrix at once. 2 threads, 1 GiB matrices, ratio to a plain read at 1024 / 2048 / 4096 /
  * 8192 columns: with the float-per-sub-block kernel, pairs 0.83-0.86 / 0.89-0.90 / 0.92-0.95 / 0.90-0.91 against
  * whole rows in turn (row_at) 0.87-0.90 / 0.93-0.97 / 0.96-0.97 / 0.81-0.84, so pairs were kept for rows over
- * 4 KB only; with k45_sb's integer sums, pairs 0.94-0.96 / 0.97-0.98 / 1.02 / 0.96 against row_at 0.96-0.97 /
- * 0.98-1.00 / 0.93-0.95 / -.
+ * 4 KB only. With k45_sb's integer sums pairs are as good or better at every width (1024-4096 columns, pairs
+ * against row_at: 0.94-0.96 / 0.97-0.98 / 1.02 against 0.96-0.97 / 0.98-1.00 / 0.93-0.95); the kernel now reads
+ * 0.98 / 1.00-1.03 / 1.02-1.03 / 0.94-0.98.
  */
 ALWAYS_INLINE void rows_k45_256(int type, int nv, int vnni, const uint8_t *W, size_t row_bytes,
                                 const act_view *xs, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {

@@ -172,11 +172,16 @@ uint32_t rwkvc_pool_threads(const rwkvc_pool *p) {
 }
 
 void rwkvc_pool_set_chunks_per_thread(rwkvc_pool *p, uint32_t chunks) {
-    if (p) {
-        p->chunks_per_thread = chunks < 1 ? 1 : chunks > RWKVC_POOL_MAX_CHUNKS_PER_THREAD
-                                                    ? RWKVC_POOL_MAX_CHUNKS_PER_THREAD
-                                                    : chunks;
+    if (!p) {
+        return;
     }
+    if (chunks < 1) {
+        chunks = 1;
+    }
+    if (chunks > RWKVC_POOL_MAX_CHUNKS_PER_THREAD) {
+        chunks = RWKVC_POOL_MAX_CHUNKS_PER_THREAD;
+    }
+    p->chunks_per_thread = chunks;
 }
 
 uint32_t rwkvc_pool_chunks_per_thread(const rwkvc_pool *p) {
