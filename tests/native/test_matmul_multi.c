@@ -121,6 +121,18 @@ int main(void) {
         /* Too few slots: falls back to one job per product. */
         run_case(types[t], 2, 2, 1, 1);
     }
+    /* The chunk count is clamped to [1, RWKVC_POOL_MAX_CHUNKS_PER_THREAD]; a NULL pool reads as the default. */
+    rwkvc_pool *p = rwkvc_pool_new(2);
+    CHECK(rwkvc_pool_chunks_per_thread(p) == RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD, "new pool: %u chunks",
+          rwkvc_pool_chunks_per_thread(p));
+    rwkvc_pool_set_chunks_per_thread(p, 0);
+    CHECK(rwkvc_pool_chunks_per_thread(p) == 1, "0 chunks kept as %u", rwkvc_pool_chunks_per_thread(p));
+    rwkvc_pool_set_chunks_per_thread(p, 1000);
+    CHECK(rwkvc_pool_chunks_per_thread(p) == RWKVC_POOL_MAX_CHUNKS_PER_THREAD, "1000 chunks kept as %u",
+          rwkvc_pool_chunks_per_thread(p));
+    rwkvc_pool_free(p);
+    rwkvc_pool_set_chunks_per_thread(NULL, 3);
+    CHECK(rwkvc_pool_chunks_per_thread(NULL) == RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD, "NULL pool");
     printf("test_matmul_multi: %d failures\n", g_failures);
     return g_failures ? 1 : 0;
 }

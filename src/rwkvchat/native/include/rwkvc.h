@@ -101,7 +101,11 @@ RWKVC_API const char *rwkvc_status_str(rwkvc_status s);
  */
 RWKVC_API const char *rwkvc_last_error(void);
 
-/* Returns a static description of the kernels chosen for this CPU, e.g. "AVX2=1 AVX512=1 ... kernels=avx512". */
+/*
+ * Returns a static description of the kernels chosen for this CPU, e.g. "AVX2=1 AVX512=1 ... kernels=avx512".
+ * UNIFORM_CORES=1: the CPU reports cores of one kind, and contexts split each job into one chunk per thread
+ * (two otherwise, so a fast core of a hybrid CPU can take over work).
+ */
 RWKVC_API const char *rwkvc_system_info(void);
 
 /* Where a loaded model's weights are read from (rwkvc_model_load_ex). */

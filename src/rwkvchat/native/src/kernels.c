@@ -234,8 +234,8 @@ RWKVC_API const char *rwkvc_system_info(void) {
 #endif
     snprintf(g_sysinfo, sizeof(g_sysinfo),
              "AVX2=%d AVX512=%d AVX512_VNNI=%d AVX512_BF16=%d AMX_INT8=%d AMX_BF16=%d F16C=%d FMA=%d NEON=%d CUDA=%d "
-             "kernels=%s threads=%ld",
+             "UNIFORM_CORES=%d kernels=%s threads=%ld",
              f->avx2, f->avx512, f->avx512_vnni, f->avx512_bf16, f->amx_int8, f->amx_bf16, f->f16c, f->fma, f->neon,
-             cuda, rwkvc_isa_name(rwkvc_isa_select()), n_cpus());
+             cuda, f->uniform_cores, rwkvc_isa_name(rwkvc_isa_select()), n_cpus());
     return g_sysinfo;
 }
