@@ -386,7 +386,11 @@ static void test_modes(const spec *s, const char *label) {
     /* The split-bf16 GEMM keeps about 17 bits of each product (kernels_avx512.c), the FMA GEMM all 24. */
     const rwkvc_matmul_kernels *mk = rwkvc_matmul_get(s->mat_type, rwkvc_isa_select());
     const int split_bf16 = mk->seq_act_bytes && mk->seq_act_bytes(s->D) > 0;
-    const double tol = split_bf16 ? 1e-4 : 1e-5, tol_head = split_bf16 ? 1e-4 : 1e-6;
+    /* Quantized weights: decode and the sequence GEMM sum in different orders, and a last-bit difference can move
+       a quantized activation to the next step (logits moved by about 0.3% of their scale here). */
+    const int quantized = s->mat_type == 8;
+    const double tol = quantized ? 1e-2 : split_bf16 ? 1e-4 : 1e-5;
+    const double tol_head = quantized ? 1e-2 : split_bf16 ? 1e-4 : 1e-6;
     CHECK(d1 <= tol * scale, "%s: sequence vs token by token logits differ by %g (scale %g)", label, d1, scale);
     CHECK(d2 <= tol * scale, "%s: chunked vs token by token logits differ by %g", label, d2);
     CHECK(d3 <= tol * sscale && d4 <= tol * sscale, "%s: states differ by %g / %g", label, d3, d4);
@@ -596,24 +600,29 @@ static float *logits_of(const spec *s, int force_scalar) {
 }
 
 static void test_scalar_vs_simd(void) {
-    const uint32_t types[3][2] = {{0, 0}, {1, 1}, {30, 0}};
-    for (int i = 0; i < 3; i++) {
+    /* The Q8_0 model has quantized LoRA matrices too, which decode prepares an activation for inside the heads
+       job (rwkvc_matvec_prepare): a format llama.cpp can write with --pure. */
+    const uint32_t types[4][2] = {{0, 0}, {1, 1}, {30, 0}, {8, 0}};
+    for (int i = 0; i < 4; i++) {
         spec s = SPEC_F32;
         s.mat_type = types[i][0];
         s.vec_type = types[i][1];
         /* Also a model with a 64-wide head and ranks that are multiples of the SIMD width. */
-        if (i == 1) {
+        if (i == 1 || i == 3) {
             s.D = 128;
             s.N = 64;
             s.F = 512;
             s.Rw = s.Ra = s.Rv = 32;
             s.Rg = 64;
         }
+        /* Q8_0: the paths sum floats in different orders, and a last-bit difference can move a quantized
+           activation to the next step, which later layers and tokens carry on (about 1% of the scale here). */
+        const double tol = s.mat_type == 8 ? 2e-2 : 1e-4;
         float *a = logits_of(&s, 1), *b = logits_of(&s, 0);
         if (a && b) {
             size_t n = N_TOK * (size_t)s.V;
             double scale = max_abs(a, n), d = max_diff(a, b, n);
-            CHECK(d <= 1e-4 * scale, "type %u: scalar vs SIMD logits differ by %g (scale %g)", types[i][0], d, scale);
+            CHECK(d <= tol * scale, "type %u: scalar vs SIMD logits differ by %g (scale %g)", types[i][0], d, scale);
         }
         free(b);
         /* On an AVX-512 CPU, the AVX2 path too. */
@@ -622,13 +631,13 @@ static void test_scalar_vs_simd(void) {
             if (a && b) {
                 size_t n = N_TOK * (size_t)s.V;
                 double scale = max_abs(a, n), d = max_diff(a, b, n);
-                CHECK(d <= 1e-4 * scale, "type %u: scalar vs AVX2 logits differ by %g (scale %g)", types[i][0], d,
+                CHECK(d <= tol * scale, "type %u: scalar vs AVX2 logits differ by %g (scale %g)", types[i][0], d,
                       scale);
             }
             free(b);
         }
         free(a);
-        test_modes(&s, i == 0 ? "f32" : i == 1 ? "f16 (D128)" : "bf16");
+        test_modes(&s, i == 0 ? "f32" : i == 1 ? "f16 (D128)" : i == 2 ? "bf16" : "q8_0 (D128)");
     }
 }
 

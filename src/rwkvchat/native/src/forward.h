@@ -94,6 +94,25 @@ typedef struct {
  */
 void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size_t n_vec);
 
+/*
+ * A matrix-vector product run inside another job: its rows are computed by rwkvc_matvec_rows calls on any threads,
+ * over disjoint ranges whose bounds are multiples of 16 (as rwkvc_matmul cuts them, so every row comes out the
+ * same). For a decode product too small to pay for a job of its own, next to work that needs its rows piecewise.
+ */
+typedef struct {
+    const rwkvc_weight *W;
+    const void *x;        /* the prepared activation, or the float32 vector */
+    float *y;             /* W->rows floats */
+} rwkvc_matvec_op;
+
+/* Prepares x (W->cols floats) for W on the calling thread, into slot `slot` (< RWKVC_ACT_SLOTS) of the context's
+   activation buffer where W's type needs it; no other product may use that slot while op is in use. */
+void rwkvc_matvec_prepare(rwkvc_ctx *c, const rwkvc_weight *W, const float *x, float *y, size_t slot,
+                          rwkvc_matvec_op *op);
+
+/* y[r0..r1) = rows r0..r1 of W times x. */
+void rwkvc_matvec_rows(const rwkvc_matvec_op *op, size_t r0, size_t r1);
+
 /* Row `token` of the embedding as fp32 (n_embd floats), dequantized with the type's traits. */
 void rwkvc_embed_row(const rwkvc_model *m, uint32_t token, float *out);
 

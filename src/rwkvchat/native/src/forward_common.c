@@ -188,6 +188,24 @@ void rwkvc_matmul(rwkvc_ctx *c, const rwkvc_weight *W, const float *X, size_t x_
     rwkvc_pool_for(c->pool, W->rows, 16, matmul_task, &j);
 }
 
+void rwkvc_matvec_prepare(rwkvc_ctx *c, const rwkvc_weight *W, const float *x, float *y, size_t slot,
+                          rwkvc_matvec_op *op) {
+    const rwkvc_matmul_kernels *k = W->kern;
+    const size_t slot_bytes = c->act_cap / RWKVC_ACT_SLOTS;
+    act_plan p = plan_act(k, W->cols, 1, slot_bytes);
+    *op = (rwkvc_matvec_op){W, x, y};
+    if (p.vec_bytes > 0) {
+        char *act = (char *)c->act + slot * slot_bytes;
+        k->prepare_act(x, act, W->cols);
+        op->x = act;
+    }
+}
+
+void rwkvc_matvec_rows(const rwkvc_matvec_op *op, size_t r0, size_t r1) {
+    const rwkvc_weight *W = op->W;
+    W->kern->matvec(W->data, W->row_bytes, op->x, op->y, r0, r1, W->cols);
+}
+
 /* Pieces of a multi job: at most this many (rwkvc_pool_chunks_per_thread per thread). A piece is a list of
    segments, each a row range of one product; there is one segment per product plus one per piece boundary that
    falls inside a product, so at most MM_MAX_SEGMENTS. */
