@@ -169,3 +169,44 @@ def test_sampler_has_no_python_loop_over_the_vocabulary():
     p = probabilities(logits, 1.0, 0.3, 100)
     assert abs(p.sum() - 1.0) < 1e-9 and 0 < np.count_nonzero(p) <= 100
     assert 0 <= sample(logits, SamplingParams(top_k=100), np.random.default_rng(0)) < 65536
+
+
+def _reference_sample(logits, params, rng):
+    """The draw over the whole-vocabulary `probabilities` (sample's general path, and what it returned before
+    its nucleus-only fast path)."""
+    p = probabilities(logits, params.temperature, params.top_p, params.top_k)
+    nonzero = np.flatnonzero(p)
+    if len(nonzero) == 1:
+        return int(nonzero[0])
+    cumulative = np.cumsum(p[nonzero])
+    i = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return int(nonzero[min(i, len(nonzero) - 1)])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.3, 1.0, 1.7])
+@pytest.mark.parametrize("top_p", [0.0, 0.3, 0.85, 0.999])
+def test_sample_draws_as_the_whole_vocabulary_distribution(temperature, top_p):
+    # Peaked, flat, tied and partly banned logits; the same seed must give the same token and leave the
+    # generator in the same state (a draw is skipped exactly when one token survives).
+    gen = np.random.default_rng(int(temperature * 10 + top_p * 1000))
+    params = SamplingParams(temperature=temperature, top_p=top_p)
+    for case in range(60):
+        n = int(gen.choice([5, 300, 65536]))
+        logits = (gen.normal(size=n) * gen.choice([0.1, 2.0, 8.0])).astype(np.float32)
+        if case % 4 == 1:
+            logits[gen.integers(0, n, 3)] = logits.max()  # ties at the top
+        if case % 4 == 2:
+            logits[gen.integers(0, n, n // 2)] = -np.inf  # banned tokens
+        if case % 4 == 3:
+            logits = np.round(logits)  # many ties everywhere
+        seed = int(gen.integers(1 << 30))
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert sample(logits, params, r1) == _reference_sample(logits, params, r2), (case, n)
+        assert r1.random() == r2.random()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_sample_degenerate_logits_take_the_general_path():
+    # Every token banned: no nucleus to cut; the result is an id and nothing raises.
+    logits = np.full(16, -np.inf, dtype=np.float32)
+    assert 0 <= sample(logits, SamplingParams(), np.random.default_rng(0)) < 16

@@ -113,15 +113,43 @@ def _nucleus_cutoff(p: np.ndarray, top_p: float) -> float:
 
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """Draws one token id from `logits` (float32[n_vocab], already biased and penalised)."""
-    p = probabilities(logits, params.temperature, params.top_p, params.top_k)
+    """Draws one token id from `logits` (float32[n_vocab], already biased and penalised).
+
+    The draw is the one over `probabilities`: the token i where a uniform number times the total mass falls in
+    the running sum over the surviving tokens in id order. Without top-k only the nucleus is carried past the
+    top-p cut: a greedy step took ~0.75 ms here in passes over the whole vocabulary (zeroing, a float64 copy,
+    renormalising, then finding the survivors again), 8% of a 0.4B model's decode step. The survivors' masses
+    are the same numbers; only the renormalising sum runs over fewer terms, which the draw scales away.
+    """
+    temperature, top_p = params.temperature, params.top_p
+    if temperature <= 0:
+        temperature, top_p = 1.0, 0.0
+    if top_p < 1.0 and not 0 < params.top_k < len(logits):
+        x = np.asarray(logits, dtype=np.float32)
+        p = np.exp(x - np.max(x))
+        p /= p.sum()
+        cutoff = _nucleus_cutoff(p, top_p)
+        kept = np.flatnonzero(p >= cutoff) if cutoff > 0 else np.flatnonzero(p)
+        if len(kept) > 0:  # none only when the logits hold NaN or are all -inf: the general path decides
+            q = p[kept].astype(np.float64)
+            if temperature != 1.0:
+                q = q ** (1.0 / temperature)
+            return _draw(q / q.sum(), rng, kept)
+    return _draw(probabilities(logits, params.temperature, params.top_p, params.top_k), rng)
+
+
+def _draw(p: np.ndarray, rng: np.random.Generator, ids: np.ndarray | None = None) -> int:
+    """The index drawn by inverse CDF over the nonzero entries of p (no draw when one is left), mapped through
+    ids where given."""
     nonzero = np.flatnonzero(p)
     if len(nonzero) == 1:
-        return int(nonzero[0])
-    # Inverse-CDF draw over the surviving tokens: one uniform number per token keeps seeded runs reproducible.
-    cumulative = np.cumsum(p[nonzero])
-    i = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    return int(nonzero[min(i, len(nonzero) - 1)])
+        i = int(nonzero[0])
+    else:
+        # Inverse-CDF draw over the surviving tokens: one uniform number per token keeps seeded runs reproducible.
+        cumulative = np.cumsum(p[nonzero])
+        i = int(nonzero[min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")),
+                            len(nonzero) - 1)])
+    return int(ids[i]) if ids is not None else i
 
 
 def frequency_weight(token_text: bytes | str) -> float:
