@@ -80,10 +80,7 @@ def probabilities(logits: np.ndarray, temperature: float, top_p: float, top_k: i
     """
     if temperature <= 0:
         temperature, top_p = 1.0, 0.0
-    # The softmax runs in float32 as in ChatRWKV (and a float64 exp over 65536 logits costs ~1 ms).
-    x = np.asarray(logits, dtype=np.float32)
-    p = np.exp(x - np.max(x))
-    p /= p.sum()
+    p = _softmax32(logits)
     if top_p < 1.0:
         p[p < _nucleus_cutoff(p, top_p)] = 0.0
     if 0 < top_k < len(p):
@@ -94,6 +91,14 @@ def probabilities(logits: np.ndarray, temperature: float, top_p: float, top_k: i
         kept = q > 0
         q[kept] = q[kept] ** (1.0 / temperature)
     return q / q.sum()
+
+
+def _softmax32(logits: np.ndarray) -> np.ndarray:
+    """Softmax in float32, as in ChatRWKV (a float64 exp over 65536 logits costs ~1 ms)."""
+    x = np.asarray(logits, dtype=np.float32)
+    p = np.exp(x - np.max(x))
+    p /= p.sum()
+    return p
 
 
 def _nucleus_cutoff(p: np.ndarray, top_p: float) -> float:
@@ -125,9 +130,7 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
     if temperature <= 0:
         temperature, top_p = 1.0, 0.0
     if top_p < 1.0 and not 0 < params.top_k < len(logits):
-        x = np.asarray(logits, dtype=np.float32)
-        p = np.exp(x - np.max(x))
-        p /= p.sum()
+        p = _softmax32(logits)
         cutoff = _nucleus_cutoff(p, top_p)
         kept = np.flatnonzero(p >= cutoff) if cutoff > 0 else np.flatnonzero(p)
         if len(kept) > 0:  # none only when the logits hold NaN or are all -inf: the general path decides

@@ -600,8 +600,8 @@ static float *logits_of(const spec *s, int force_scalar) {
 }
 
 static void test_scalar_vs_simd(void) {
-    /* The Q8_0 model has quantized LoRA matrices too, which decode prepares an activation for inside the heads
-       job (rwkvc_matvec_prepare): a format llama.cpp can write with --pure. */
+    /* The Q8_0 model has quantized LoRA matrices too, whose activations decode prepares for the heads job
+       (rwkvc_matvec_prepare, one slot per LoRA). */
     const uint32_t types[4][2] = {{0, 0}, {1, 1}, {30, 0}, {8, 0}};
     for (int i = 0; i < 4; i++) {
         spec s = SPEC_F32;
