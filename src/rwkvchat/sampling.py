@@ -78,8 +78,7 @@ def probabilities(logits: np.ndarray, temperature: float, top_p: float, top_k: i
     Order matters and follows ChatRWKV: softmax, then the top-p cut (ties at the cutoff survive), then
     top-k, then temperature applied to the truncated probabilities (p ** (1/T)), then renormalisation.
     """
-    if temperature <= 0:
-        temperature, top_p = 1.0, 0.0
+    temperature, top_p = _greedy_as_nucleus(temperature, top_p)
     p = _softmax32(logits)
     if top_p < 1.0:
         p[p < _nucleus_cutoff(p, top_p)] = 0.0
@@ -91,6 +90,11 @@ def probabilities(logits: np.ndarray, temperature: float, top_p: float, top_k: i
         kept = q > 0
         q[kept] = q[kept] ** (1.0 / temperature)
     return q / q.sum()
+
+
+def _greedy_as_nucleus(temperature: float, top_p: float) -> tuple[float, float]:
+    """Temperature <= 0 means greedy, which is the top-p cut at 0 (the most likely token, ties kept) at T = 1."""
+    return (1.0, 0.0) if temperature <= 0 else (temperature, top_p)
 
 
 def _softmax32(logits: np.ndarray) -> np.ndarray:
@@ -126,9 +130,7 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
     renormalising, then finding the survivors again), 8% of a 0.4B model's decode step. The survivors' masses
     are the same numbers; only the renormalising sum runs over fewer terms, which the draw scales away.
     """
-    temperature, top_p = params.temperature, params.top_p
-    if temperature <= 0:
-        temperature, top_p = 1.0, 0.0
+    temperature, top_p = _greedy_as_nucleus(params.temperature, params.top_p)
     if top_p < 1.0 and not 0 < params.top_k < len(logits):
         p = _softmax32(logits)
         cutoff = _nucleus_cutoff(p, top_p)
