@@ -156,6 +156,8 @@ typedef struct {
     uint32_t mat_type;  /* type of the large matrices: 0 f32, 1 f16, 30 bf16 */
     uint32_t vec_type;  /* type of the 1-D vectors */
     uint64_t seed;
+    int lora_own_type;  /* 1: the LoRA matrices are stored as lora_type, not mat_type */
+    uint32_t lora_type;
 } spec;
 
 static uint64_t g_rng;
@@ -200,6 +202,12 @@ static void mat(gguf_builder *g, const spec *s, const char *name, uint64_t cols,
     add_tensor(g, name, 2, ne, s->mat_type, 0.0f, 1.7f / sqrtf((float)cols));
 }
 
+/* A LoRA matrix: mat_type, or the spec's own LoRA type (files keep them F16 where the big matrices are quantized). */
+static void lora_mat(gguf_builder *g, const spec *s, const char *name, uint64_t cols, uint64_t rows) {
+    uint64_t ne[2] = {cols, rows};
+    add_tensor(g, name, 2, ne, s->lora_own_type ? s->lora_type : s->mat_type, 0.0f, 1.7f / sqrtf((float)cols));
+}
+
 static void build_v7(gguf_builder *g, const spec *s) {
     memset(g, 0, sizeof(*g));
     g_rng = s->seed;
@@ -237,16 +245,16 @@ static void build_v7(gguf_builder *g, const spec *s) {
         mat(g, s, NM("time_mix_key.weight"), s->D, s->D);
         mat(g, s, NM("time_mix_value.weight"), s->D, s->D);
         mat(g, s, NM("time_mix_output.weight"), s->D, s->D);
-        mat(g, s, NM("time_mix_w1.weight"), s->D, s->Rw);
-        mat(g, s, NM("time_mix_w2.weight"), s->Rw, s->D);
-        mat(g, s, NM("time_mix_a1.weight"), s->D, s->Ra);
-        mat(g, s, NM("time_mix_a2.weight"), s->Ra, s->D);
+        lora_mat(g, s, NM("time_mix_w1.weight"), s->D, s->Rw);
+        lora_mat(g, s, NM("time_mix_w2.weight"), s->Rw, s->D);
+        lora_mat(g, s, NM("time_mix_a1.weight"), s->D, s->Ra);
+        lora_mat(g, s, NM("time_mix_a2.weight"), s->Ra, s->D);
         if (l > 0) {
-            mat(g, s, NM("time_mix_v1.weight"), s->D, s->Rv);
-            mat(g, s, NM("time_mix_v2.weight"), s->Rv, s->D);
+            lora_mat(g, s, NM("time_mix_v1.weight"), s->D, s->Rv);
+            lora_mat(g, s, NM("time_mix_v2.weight"), s->Rv, s->D);
         }
-        mat(g, s, NM("time_mix_g1.weight"), s->D, s->Rg);
-        mat(g, s, NM("time_mix_g2.weight"), s->Rg, s->D);
+        lora_mat(g, s, NM("time_mix_g1.weight"), s->D, s->Rg);
+        lora_mat(g, s, NM("time_mix_g2.weight"), s->Rg, s->D);
         vec(g, s, NM("channel_mix_lerp_k.weight"), 0.5f, 0.45f);
         mat(g, s, NM("channel_mix_key.weight"), s->D, s->F);
         mat(g, s, NM("channel_mix_value.weight"), s->F, s->D);
@@ -792,7 +800,90 @@ static void test_long_call(void) {
     free(bytes.p);
 }
 
+/*
+ * A single token runs as one team job where the pool takes one chunk per thread (forward_v7.c), and as a job per
+ * step otherwise. Both must give the same bits, logits and state, for every type mix and thread count.
+ */
+static void decode_tokens(const rwkvc_model *m, uint32_t threads, uint32_t chunks, int want_team, float *logits,
+                          float *state, const char *label) {
+    rwkvc_info info;
+    rwkvc_model_info(m, &info);
+    rwkvc_ctx *c = NULL;
+    CHECK(rwkvc_ctx_new(m, threads, &c) == RWKVC_OK, "%s: ctx_new", label);
+    if (!c) {
+        return;
+    }
+    rwkvc_pool_set_chunks_per_thread(c->pool, chunks);
+    uint32_t tok[N_TOK];
+    make_tokens(tok, info.n_vocab);
+    CHECK(rwkvc_state_init(m, state, info.state_len) == RWKVC_OK, "%s: state_init", label);
+    for (int t = 0; t < N_TOK; t++) {
+        /* One token without logits: the head is skipped, the state must still advance alike. */
+        float *out = t == 2 ? NULL : logits + (size_t)t * info.n_vocab;
+        CHECK(rwkvc_eval(c, tok + t, 1, state, info.state_len, out, out ? info.n_vocab : 0) == RWKVC_OK,
+              "%s: eval token %d: %s", label, t, rwkvc_last_error());
+    }
+    CHECK(c->decode_team == (want_team ? 1 : -1), "%s: %u threads x %u chunks decoded %s a team job", label,
+          threads, chunks, want_team ? "without" : "with");
+    rwkvc_ctx_free(c);
+}
+
+static void test_team_decode(void) {
+    struct {
+        const char *label;
+        uint32_t D, N, F, R, mat_type, lora_type;
+    } cases[] = {
+        {"f32, 32-wide heads", 96, 32, 160, 16, 0, 0},
+        {"f16", 128, 64, 512, 32, 1, 1},
+        {"q4_0 with q8_0 LoRAs", 256, 64, 512, 32, 2, 8},
+        {"q4_K with f16 LoRAs", 512, 64, 1024, 32, 12, 1},
+        {"q5_1 with f32 LoRAs, 3 x 256 columns", 768, 64, 1536, 32, 7, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        spec s = SPEC_F32;
+        s.D = cases[i].D;
+        s.N = cases[i].N;
+        s.F = cases[i].F;
+        s.Rw = s.Ra = s.Rv = cases[i].R;
+        s.Rg = 2 * cases[i].R;
+        s.mat_type = cases[i].mat_type;
+        s.lora_own_type = 1;
+        s.lora_type = cases[i].lora_type;
+        gguf_builder *g = malloc(sizeof(*g));
+        build_v7(g, &s);
+        buf bytes;
+        rwkvc_model *m = NULL;
+        if (load(g, 2, &bytes, &m) != RWKVC_OK) {
+            CHECK(0, "%s: load: %s", cases[i].label, rwkvc_last_error());
+        } else {
+            rwkvc_info info;
+            rwkvc_model_info(m, &info);
+            const size_t nl = (size_t)N_TOK * info.n_vocab, ns = info.state_len;
+            float *l_jobs = calloc(nl, sizeof(float)), *l_team = calloc(nl, sizeof(float));
+            float *s_jobs = malloc(ns * sizeof(float)), *s_team = malloc(ns * sizeof(float));
+            decode_tokens(m, 2, 2, 0, l_jobs, s_jobs, cases[i].label);
+            CHECK(max_abs(l_jobs, nl) > 0.1, "%s: logits are not trivially small", cases[i].label);
+            for (uint32_t threads = 1; threads <= 3; threads++) {
+                decode_tokens(m, threads, 1, 1, l_team, s_team, cases[i].label);
+                CHECK(memcmp(l_jobs, l_team, nl * sizeof(float)) == 0 &&
+                          memcmp(s_jobs, s_team, ns * sizeof(float)) == 0,
+                      "%s, %u threads: team decode differs from the jobs' (logits by %g)", cases[i].label, threads,
+                      max_diff(l_jobs, l_team, nl));
+            }
+            free(l_jobs);
+            free(l_team);
+            free(s_jobs);
+            free(s_team);
+            rwkvc_model_free(m);
+            free(bytes.p);
+        }
+        free_builder(g);
+        free(g);
+    }
+}
+
 int main(void) {
+    test_team_decode();
     test_long_call();
     test_loader_errors();
     test_threads_and_args();

@@ -4,6 +4,7 @@
  * quantized weights, inputs shared between products (prepared once), row counts that are and are not multiples
  * of 16, and a job too large for the context's activation slots (the per-product fallback).
  */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,30 @@ static void make_weight(rwkvc_weight *w, uint32_t type, size_t rows, size_t cols
 
 #define N_OPS 6
 
+/* A team job running products as decode does (forward_v7.c): plan, prepare a share of the columns, barrier, rows. */
+typedef struct {
+    struct rwkvc_ctx *c;
+    const rwkvc_weight *const *W;
+    const float *const *x;
+    float *const *y;
+    size_t cols;
+    int plan_failed;
+} team_case;
+
+static void team_products(void *arg, uint32_t tid, uint32_t nt) {
+    team_case *tc = arg;
+    rwkvc_team_products tp;
+    if (!rwkvc_team_plan(&tp, tc->W, tc->x, tc->y, N_OPS, tc->c->act, tc->c->act_cap)) {
+        tc->plan_failed = 1; /* every thread fails alike, so none waits at the barrier below */
+        return;
+    }
+    size_t c0, c1;
+    rwkvc_team_share(tc->cols, 256, tid, nt, &c0, &c1);
+    rwkvc_team_prepare(&tp, c0, c1);
+    rwkvc_pool_barrier(tc->c->pool);
+    rwkvc_team_rows(&tp, tid, nt, 16, NULL, NULL);
+}
+
 static void run_case(uint32_t type, uint32_t threads, uint32_t chunks, size_t n_vec, size_t act_slots) {
     const rwkvc_isa isa = rwkvc_isa_detect();
     /* D x D products, a LoRA-like (R, D) and one sharing the first product's input; rows 1024, 1024, 512, 64,
@@ -98,6 +123,23 @@ static void run_case(uint32_t type, uint32_t threads, uint32_t chunks, size_t n_
               "type %u, %u threads x %u chunks, %zu vectors, %zu slots: product %d differs from rwkvc_matmul", type,
               threads, chunks, n_vec, act_slots, i);
     }
+    if (n_vec == 1 && act_slots == RWKVC_ACT_SLOTS) {
+        /* The same products in a team job: the same bits as rwkvc_matmul. */
+        const rwkvc_weight *W[N_OPS];
+        const float *X[N_OPS];
+        for (int i = 0; i < N_OPS; i++) {
+            W[i] = &w[i];
+            X[i] = ops[i].X;
+            memset(y2[i], 0, rows[i] * sizeof(float));
+        }
+        team_case tc = {&c, W, X, y2, D, 0};
+        rwkvc_pool_team(c.pool, team_products, &tc);
+        CHECK(!tc.plan_failed, "type %u: the team plan did not fit %zu bytes", type, c.act_cap);
+        for (int i = 0; i < N_OPS; i++) {
+            CHECK(memcmp(y1[i], y2[i], rows[i] * sizeof(float)) == 0,
+                  "type %u, %u threads: team product %d differs from rwkvc_matmul", type, threads, i);
+        }
+    }
     rwkvc_pool_free(c.pool);
     free(c.act);
     for (int i = 0; i < N_OPS; i++) {
@@ -108,7 +150,99 @@ static void run_case(uint32_t type, uint32_t threads, uint32_t chunks, size_t n_
     }
 }
 
+/*
+ * Preparing an input piecewise, act_group columns at a time (the last piece possibly shorter), gives the bytes of
+ * preparing it whole: what lets the threads of a team share the preparation. Every quantized type, every ISA here.
+ */
+static int isa_runs_here(rwkvc_isa isa) {
+    const rwkvc_isa best = rwkvc_isa_detect();
+    if (isa == RWKVC_ISA_SCALAR) {
+        return 1;
+    }
+    return best == RWKVC_ISA_NEON ? isa == RWKVC_ISA_NEON : isa != RWKVC_ISA_NEON && isa <= best;
+}
+
+static void test_prepare_pieces(void) {
+    const uint32_t types[] = {8, 2, 3, 6, 7, 12, 13, 14};
+    const rwkvc_isa isas[] = {RWKVC_ISA_SCALAR, RWKVC_ISA_AVX2, RWKVC_ISA_AVX512, RWKVC_ISA_NEON};
+    const size_t cols = 1280; /* five super-blocks */
+    float *x = malloc(cols * sizeof(float));
+    for (size_t i = 0; i < cols; i++) {
+        x[i] = frand() * (i % 7 == 0 ? 10.0f : 1.0f);
+    }
+    int checked = 0;
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        for (size_t k = 0; k < sizeof(isas) / sizeof(isas[0]); k++) {
+            if (!isa_runs_here(isas[k])) {
+                continue;
+            }
+            rwkvc_weight w;
+            make_weight(&w, types[t], 16, cols, isas[k]);
+            const size_t group = w.kern->act_group;
+            CHECK(group == 32 || group == 256, "type %u isa %d: act_group %zu", types[t], (int)isas[k], group);
+            const size_t ab = w.kern->act_bytes(cols);
+            const size_t alloc = (ab + 63) & ~(size_t)63;
+            char *whole = aligned_alloc(64, alloc), *pieces = aligned_alloc(64, alloc);
+            memset(pieces, 0x5A, ab);
+            w.kern->prepare_act(x, whole, cols);
+            const rwkvc_weight *W[1] = {&w};
+            const float *X[1] = {x};
+            float *Y[1] = {NULL};
+            rwkvc_team_products tp;
+            CHECK(rwkvc_team_plan(&tp, W, X, Y, 1, pieces, ab), "type %u: plan", types[t]);
+            /* Pieces in reverse order, so no piece relies on an earlier one. */
+            for (size_t c1 = cols; c1 > 0;) {
+                const size_t c0 = (c1 - 1) / group * group;
+                rwkvc_team_prepare_cols(&tp, 0, c0, c1);
+                c1 = c0;
+            }
+            CHECK(memcmp(whole, pieces, ab) == 0, "type %u isa %d: prepared by pieces of %zu differs", types[t],
+                  (int)isas[k], group);
+            free(whole);
+            free(pieces);
+            free((void *)w.data);
+            checked++;
+        }
+    }
+    CHECK(checked >= 8, "only %d type/ISA pairs checked", checked);
+    free(x);
+}
+
+/* Barriers order the threads' phases: after barrier k every thread sees every slot written before it. */
+typedef struct {
+    rwkvc_pool *p;
+    _Atomic int wrong;
+    int slot[8];
+} barrier_case;
+
+static void barrier_phases(void *arg, uint32_t tid, uint32_t nt) {
+    barrier_case *bc = arg;
+    for (int k = 1; k <= 2000; k++) {
+        bc->slot[tid] = k;
+        rwkvc_pool_barrier(bc->p);
+        for (uint32_t j = 0; j < nt; j++) {
+            if (bc->slot[j] != k) {
+                bc->wrong++;
+            }
+        }
+        rwkvc_pool_barrier(bc->p);
+    }
+}
+
+static void test_team_barrier(void) {
+    for (uint32_t threads = 1; threads <= 4; threads++) {
+        barrier_case bc = {rwkvc_pool_new(threads), 0, {0}};
+        for (int rep = 0; rep < 3; rep++) {
+            rwkvc_pool_team(bc.p, barrier_phases, &bc);
+        }
+        CHECK(bc.wrong == 0, "%u threads: %d stale reads after barriers", threads, (int)bc.wrong);
+        rwkvc_pool_free(bc.p);
+    }
+}
+
 int main(void) {
+    test_prepare_pieces();
+    test_team_barrier();
     /* f32, f16, q8_0, q4_0, q5_1, q4_K. */
     const uint32_t types[] = {0, 1, 8, 2, 7, 12};
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {

@@ -24,6 +24,7 @@ struct rwkvc_ctx {
     size_t act_cap;       /* RWKVC_ACT_SLOTS * (max_T * model->max_act_bytes, rounded up to 64 bytes): room for
                              one slot per distinct input of a rwkvc_matmul_multi job. */
     struct rwkvc_cuda *cuda; /* GPU backend (backend_cuda.h) when made by rwkvc_ctx_new_cuda; NULL on the CPU. */
+    int decode_team;      /* Whether a single token runs as one team job (forward_v7.c): 0 not decided yet, 1, -1. */
 };
 
 struct rwkvc_arch_ops {
@@ -49,6 +50,15 @@ extern const rwkvc_arch_ops rwkvc_ops_v7;
 
 /* y = LN(x; w, b) over n channels (x and y may alias). Mean and variance are accumulated in double. */
 void rwkvc_layer_norm(const float *x, float *y, const float *w, const float *b, size_t n, float eps);
+
+/* rwkvc_layer_norm in two steps, so that threads can share one vector: the statistics of all n channels (every
+   thread may compute them; they come out the same), then channels [i0, i1). Same bits as rwkvc_layer_norm. */
+typedef struct {
+    float mean, inv; /* mean, and 1 / sqrt(variance + eps) */
+} rwkvc_norm_stats;
+rwkvc_norm_stats rwkvc_layer_norm_stats(const float *x, size_t n, float eps);
+void rwkvc_layer_norm_range(const float *x, float *y, const float *w, const float *b, rwkvc_norm_stats st, size_t i0,
+                            size_t i1);
 
 /* In place group norm: n_groups groups of group_size consecutive channels, then the per-channel affine. */
 void rwkvc_group_norm(float *x, const float *w, const float *b, size_t n_groups, size_t group_size, float eps);
@@ -112,6 +122,47 @@ void rwkvc_matvec_prepare(rwkvc_ctx *c, const rwkvc_weight *W, const float *x, f
 
 /* y[r0..r1) = rows r0..r1 of W times x. */
 void rwkvc_matvec_rows(const rwkvc_matvec_op *op, size_t r0, size_t r1);
+
+/*
+ * Products inside a team job (rwkvc_pool_team), for decode: every thread plans the same products, prepares its share
+ * of their inputs' columns, meets the others at a barrier, and computes its share of the rows. Rows come out as
+ * rwkvc_matmul computes them whatever the split (each row takes the same operations in the same order).
+ */
+typedef struct {
+    size_t n_ops;
+    rwkvc_matvec_op op[RWKVC_MM_MAX_OPS]; /* x: the prepared input, or the float32 vector */
+    const float *src[RWKVC_MM_MAX_OPS];   /* each product's float32 input */
+    int prepares[RWKVC_MM_MAX_OPS];       /* 1: this product's input is prepared into op[i].x (not shared) */
+    size_t bytes_before[RWKVC_MM_MAX_OPS]; /* weight bytes of the products before this one */
+    size_t total_bytes;
+    size_t act_used;                      /* bytes of act taken by the prepared inputs */
+} rwkvc_team_products;
+
+/* Thread tid's share [*begin, *end) of [0, n) in nt near-equal parts at multiples of unit (the last may end at n). */
+void rwkvc_team_share(size_t n, size_t unit, uint32_t tid, uint32_t nt, size_t *begin, size_t *end);
+
+/*
+ * Plans y[i] = W[i] x[i] for n_ops (<= RWKVC_MM_MAX_OPS) products of one vector each; inputs that need preparing
+ * take room in act (act_bytes bytes, 64-byte aligned), one copy per distinct input and preparation. Returns 0 when
+ * act is too small or a type's preparation cannot be shared out (the caller then takes another path).
+ */
+int rwkvc_team_plan(rwkvc_team_products *tp, const rwkvc_weight *const *W, const float *const *x, float *const *y,
+                    size_t n_ops, void *act, size_t act_bytes);
+
+/* Prepares product i's input over columns [c0, c1) (multiples of its kernels' act_group, or c1 = cols). */
+void rwkvc_team_prepare_cols(const rwkvc_team_products *tp, size_t i, size_t c0, size_t c1);
+
+/* Prepares columns [c0, c1) (clipped to each product's columns; multiples of every act_group involved) of every
+   input the plan prepares. */
+void rwkvc_team_prepare(const rwkvc_team_products *tp, size_t c0, size_t c1);
+
+/* Called after a thread computed rows [r0, r1) of product i. */
+typedef void (*rwkvc_team_epilogue_fn)(void *arg, size_t i, size_t r0, size_t r1);
+
+/* Computes thread tid's share of the products' rows: equal bytes of weights, at multiples of unit rows (a multiple
+   of 16). epilogue (may be NULL) then runs on each row range this thread computed. */
+void rwkvc_team_rows(const rwkvc_team_products *tp, uint32_t tid, uint32_t nt, size_t unit,
+                     rwkvc_team_epilogue_fn epilogue, void *arg);
 
 /* Row `token` of the embedding as fp32 (n_embd floats), dequantized with the type's traits. */
 void rwkvc_embed_row(const rwkvc_model *m, uint32_t token, float *out);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "quant.h"
 
 /* Sum of x[0..n) (less shift, or the squares of that) in double, in eight independent partial sums: one running
    sum is a chain of dependent adds of 4 cycles each, about 16000 cycles for the two passes over 2048 channels, on
@@ -25,14 +26,21 @@ static double sum8(const float *x, size_t n, double shift, int squares) {
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-void rwkvc_layer_norm(const float *x, float *y, const float *w, const float *b, size_t n, float eps) {
+rwkvc_norm_stats rwkvc_layer_norm_stats(const float *x, size_t n, float eps) {
     const double mean = sum8(x, n, 0.0, 0) / (double)n;
     const double var = sum8(x, n, mean, 1) / (double)n;
-    const float fm = (float)mean;
-    const float inv = (float)(1.0 / sqrt(var + eps));
-    for (size_t i = 0; i < n; i++) {
-        y[i] = (x[i] - fm) * inv * w[i] + b[i];
+    return (rwkvc_norm_stats){(float)mean, (float)(1.0 / sqrt(var + eps))};
+}
+
+void rwkvc_layer_norm_range(const float *x, float *y, const float *w, const float *b, rwkvc_norm_stats st, size_t i0,
+                            size_t i1) {
+    for (size_t i = i0; i < i1; i++) {
+        y[i] = (x[i] - st.mean) * st.inv * w[i] + b[i];
     }
+}
+
+void rwkvc_layer_norm(const float *x, float *y, const float *w, const float *b, size_t n, float eps) {
+    rwkvc_layer_norm_range(x, y, w, b, rwkvc_layer_norm_stats(x, n, eps), 0, n);
 }
 
 void rwkvc_group_norm(float *x, const float *w, const float *b, size_t n_groups, size_t group_size, float eps) {
@@ -316,4 +324,122 @@ void rwkvc_matmul_multi(rwkvc_ctx *c, const rwkvc_mm_op *ops, size_t n_ops, size
         return;
     }
     rwkvc_pool_for_each(c->pool, mj.n_pieces, multi_task, &mj);
+}
+
+/* ---- Products inside a team job (decode) ---- */
+
+void rwkvc_team_share(size_t n, size_t unit, uint32_t tid, uint32_t nt, size_t *begin, size_t *end) {
+    const size_t units = (n + unit - 1) / unit;
+    const size_t u0 = units * tid / nt, u1 = units * (tid + 1) / nt;
+    *begin = u0 * unit < n ? u0 * unit : n;
+    *end = u1 * unit < n ? u1 * unit : n;
+}
+
+int rwkvc_team_plan(rwkvc_team_products *tp, const rwkvc_weight *const *W, const float *const *x, float *const *y,
+                    size_t n_ops, void *act, size_t act_bytes) {
+    if (n_ops > RWKVC_MM_MAX_OPS) {
+        return 0;
+    }
+    size_t used = 0;
+    tp->n_ops = n_ops;
+    tp->total_bytes = 0;
+    for (size_t i = 0; i < n_ops; i++) {
+        const rwkvc_matmul_kernels *k = W[i]->kern;
+        tp->op[i] = (rwkvc_matvec_op){W[i], x[i], y[i]};
+        tp->src[i] = x[i];
+        tp->prepares[i] = 0;
+        tp->bytes_before[i] = tp->total_bytes;
+        tp->total_bytes += W[i]->rows * W[i]->row_bytes;
+        const size_t vb = k->act_bytes ? k->act_bytes(W[i]->cols) : 0;
+        if (vb == 0) {
+            continue;
+        }
+        if (vb != rwkvc_q8act_bytes(W[i]->cols) || k->act_group == 0) {
+            return 0; /* not the shared q8 act layout: its columns cannot be prepared piecewise */
+        }
+        /* An earlier product with the same input and preparation shares its prepared copy. */
+        const void *prep = NULL;
+        for (size_t q = 0; q < i && !prep; q++) {
+            const rwkvc_matmul_kernels *kq = W[q]->kern;
+            if (tp->prepares[q] && x[q] == x[i] && W[q]->cols == W[i]->cols && kq->prepare_act == k->prepare_act) {
+                prep = tp->op[q].x;
+            }
+        }
+        if (!prep) {
+            if (used + vb > act_bytes) {
+                return 0;
+            }
+            prep = (char *)act + used;
+            used += (vb + 63) & ~(size_t)63;
+            tp->prepares[i] = 1;
+        }
+        tp->op[i].x = prep;
+    }
+    tp->act_used = used;
+    return 1;
+}
+
+void rwkvc_team_prepare_cols(const rwkvc_team_products *tp, size_t i, size_t c0, size_t c1) {
+    const rwkvc_weight *W = tp->op[i].W;
+    const rwkvc_matmul_kernels *k = W->kern;
+    const size_t cols = W->cols;
+    if (!tp->prepares[i] || c0 >= c1) {
+        return;
+    }
+    if (c0 == 0 && c1 == cols) {
+        k->prepare_act(tp->src[i], (void *)tp->op[i].x, cols);
+        return;
+    }
+    /*
+     * Groups of the layout are independent: prepare at most TEAM_PREP_COLS columns at a time into a small vector of
+     * its own, then copy its block scales, sums and quants to their places in the whole vector's layout.
+     */
+    enum { TEAM_PREP_COLS = 256, TEAM_PREP_HEADER = ((TEAM_PREP_COLS / RWKVC_QK) * 2 * sizeof(float) + 63) & ~63 };
+    _Alignas(64) char tmp[TEAM_PREP_HEADER + TEAM_PREP_COLS];
+    char *act = (char *)tp->op[i].x;
+    float *d = (float *)act, *s = (float *)act + cols / RWKVC_QK;
+    int8_t *qs = (int8_t *)act + rwkvc_q8act_header_bytes(cols);
+    for (size_t c = c0; c < c1; c += TEAM_PREP_COLS) {
+        const size_t n = c1 - c < TEAM_PREP_COLS ? c1 - c : TEAM_PREP_COLS;
+        k->prepare_act(tp->src[i] + c, tmp, n);
+        memcpy(d + c / RWKVC_QK, rwkvc_q8act_d(tmp), n / RWKVC_QK * sizeof(float));
+        memcpy(s + c / RWKVC_QK, rwkvc_q8act_s(tmp, n), n / RWKVC_QK * sizeof(float));
+        memcpy(qs + c, rwkvc_q8act_qs(tmp, n), n);
+    }
+}
+
+void rwkvc_team_prepare(const rwkvc_team_products *tp, size_t c0, size_t c1) {
+    for (size_t i = 0; i < tp->n_ops; i++) {
+        const size_t cols = tp->op[i].W->cols;
+        rwkvc_team_prepare_cols(tp, i, c0 < cols ? c0 : cols, c1 < cols ? c1 : cols);
+    }
+}
+
+void rwkvc_team_rows(const rwkvc_team_products *tp, uint32_t tid, uint32_t nt, size_t unit,
+                     rwkvc_team_epilogue_fn epilogue, void *arg) {
+    /*
+     * Thread tid takes the bytes [total * tid / nt, total * (tid + 1) / nt) of the products' rows in order, at
+     * multiples of `unit` rows: a unit goes to the thread whose share holds its first byte.
+     */
+    const uint64_t total = tp->total_bytes;
+    for (size_t i = 0; i < tp->n_ops; i++) {
+        const rwkvc_weight *W = tp->op[i].W;
+        const uint64_t unit_bytes = (uint64_t)unit * W->row_bytes, o = tp->bytes_before[i];
+        const size_t units = (W->rows + unit - 1) / unit;
+        /* First unit whose first byte o + u * unit_bytes has (o + u * unit_bytes) * nt >= total * t. */
+        size_t u[2];
+        for (int e = 0; e < 2; e++) {
+            const uint64_t need = total * (tid + (uint64_t)e), have = o * nt;
+            uint64_t first = need > have ? (need - have + unit_bytes * nt - 1) / (unit_bytes * nt) : 0;
+            u[e] = first < units ? (size_t)first : units;
+        }
+        const size_t r0 = u[0] * unit < W->rows ? u[0] * unit : W->rows;
+        const size_t r1 = u[1] * unit < W->rows ? u[1] * unit : W->rows;
+        if (r0 < r1) {
+            rwkvc_matvec_rows(&tp->op[i], r0, r1);
+            if (epilogue) {
+                epilogue(arg, i, r0, r1);
+            }
+        }
+    }
 }

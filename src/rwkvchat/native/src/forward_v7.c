@@ -9,6 +9,7 @@
  * State per layer (floats): att_x_prev [D], S [H][N][N] indexed [head][value][key], ffn_x_prev [D].
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -429,6 +430,230 @@ static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st
     rwkvc_parallel(c, T * D, T * D, add_task, &add);
 }
 
+/*
+ * ---- Decode as one team job ----
+ *
+ * A single token's layer is a chain of short steps: norms, token shifts and the activations' preparation between
+ * the products, each too small to hand off as a job (they used to run on the calling thread while the others
+ * waited: 13 us of each 0.4B layer). Here every thread runs the whole token, sharing each step by channels, each
+ * product by rows, and the heads, with a barrier wherever a step reads what other threads wrote: seven a layer.
+ * Every element takes the same arithmetic as in v7_eval_chunk's path, so the results are the same bits.
+ */
+
+/* Columns of the element-wise shares: a multiple of every act_group, so a thread prepares the columns it computed. */
+#define TEAM_COL_UNIT 256
+
+typedef struct {
+    rwkvc_ctx *c;
+    float *state;
+    float *logits;     /* NULL: no head */
+    const v7_bufs *b;
+} v7_team;
+
+/* This layer's products and where their prepared inputs go (every thread plans the same). */
+typedef struct {
+    rwkvc_team_products mix;   /* r, k, v and the LoRAs' first stages */
+    rwkvc_team_products lora2; /* the LoRAs' second stages, with this thread's own prepared inputs */
+    rwkvc_team_products att_o, ffn_k, ffn_v;
+    int n_lora;
+} v7_team_plan;
+
+/* Plans layer l's products for thread tid of nt; 0 when the activation buffer is too small. */
+static int team_plan_layer(const rwkvc_ctx *c, const v7_bufs *b, uint32_t l, uint32_t tid, uint32_t nt,
+                           v7_team_plan *p) {
+    const rwkvc_layer *ly = &c->model->layers[l];
+    char *act = c->act;
+    size_t cap = c->act_cap, off = 0;
+    p->n_lora = l > 0 ? 4 : 3;
+    const rwkvc_weight *mw[7] = {&ly->att_r, &ly->att_k, &ly->att_v, &ly->w1, &ly->a1, &ly->g1, &ly->v1};
+    const float *mx[7] = {b->xr, b->xk, b->xv, b->xw, b->xa, b->xg, b->xv};
+    float *my[7] = {b->r, b->k, b->v, b->lora[0], b->lora[1], b->lora[2], b->lora[3]};
+    /* The regions do not overlap: ffn_v's input is prepared while ffn_k's is still being read. */
+#define PLAN(tp, W, X, Y, n)                                                                                       \
+    do {                                                                                                           \
+        if (!rwkvc_team_plan(tp, W, X, Y, n, act ? act + off : NULL, cap - off)) {                                 \
+            return 0;                                                                                              \
+        }                                                                                                          \
+        off += (tp)->act_used;                                                                                     \
+    } while (0)
+    PLAN(&p->mix, mw, mx, my, 3 + (size_t)p->n_lora);
+    const rwkvc_weight *ow[1] = {&ly->att_o}, *kw[1] = {&ly->ffn_k}, *vw[1] = {&ly->ffn_v};
+    const float *ox[1] = {b->y}, *kx[1] = {b->xk}, *vx[1] = {b->ffn};
+    float *oy[1] = {b->tmp}, *ky[1] = {b->ffn}, *vy[1] = {b->tmp};
+    PLAN(&p->att_o, ow, ox, oy, 1);
+    PLAN(&p->ffn_k, kw, kx, ky, 1);
+    PLAN(&p->ffn_v, vw, vx, vy, 1);
+    /* The second stages' inputs are small: each thread prepares all of them, into a region of its own. */
+    const rwkvc_weight *lw[4] = {&ly->w2, &ly->a2, &ly->g2, &ly->v2};
+    const float *lx[4] = {b->lora[0], b->lora[1], b->lora[2], b->lora[3]};
+    float *ly_out[4] = {b->dec, b->alpha, b->g, b->tmp};
+    const size_t lora2_start = off;
+    PLAN(&p->lora2, lw, lx, ly_out, (size_t)p->n_lora);
+    const size_t per_thread = p->lora2.act_used;
+    if (per_thread * nt > cap - lora2_start) {
+        return 0;
+    }
+    if (tid > 0) {
+        off = lora2_start + per_thread * tid;
+        PLAN(&p->lora2, lw, lx, ly_out, (size_t)p->n_lora);
+    }
+#undef PLAN
+    return 1;
+}
+
+/* Heads per share of the heads step: the att_o input columns a thread prepares must start at a group boundary. */
+static size_t team_head_unit(const rwkvc_model *m, const rwkvc_weight *att_o) {
+    const size_t N = m->info.head_size, group = att_o->kern->act_group;
+    if (group == 0 || group <= N) {
+        return group == 0 || N % group == 0 ? 1 : m->info.n_head;
+    }
+    return group % N == 0 ? group / N : m->info.n_head;
+}
+
+typedef struct {
+    const v7_bufs *b;
+    rwkvc_expf_fn exp_fn;
+    const rwkvc_team_products *next; /* ffn_v, whose input the ffn_k rows are */
+} team_epilogue;
+
+/* After r/k/v and the LoRAs' first stages: tanh of the decay LoRA's hidden rows, sigmoid of the gate's. */
+static void team_lora_act(void *arg, size_t i, size_t r0, size_t r1) {
+    const team_epilogue *e = arg;
+    if (i == 3) {
+        for (size_t r = r0; r < r1; r++) {
+            e->b->lora[0][r] = tanhf(e->b->lora[0][r]);
+        }
+    } else if (i == 5) {
+        rwkvc_sigmoid_batch(e->exp_fn, e->b->lora[2] + r0, e->b->lora[2] + r0, r1 - r0);
+    }
+}
+
+/* After a projection into tmp: the residual add of those rows. */
+static void team_residual(void *arg, size_t i, size_t r0, size_t r1) {
+    const team_epilogue *e = arg;
+    (void)i;
+    rwkvc_add(e->b->x + r0, e->b->tmp + r0, r1 - r0);
+}
+
+/* After ffn_k's rows: relu^2, then their columns of ffn_v's prepared input. */
+static void team_relu_sq(void *arg, size_t i, size_t r0, size_t r1) {
+    const team_epilogue *e = arg;
+    (void)i;
+    rwkvc_relu_sq(e->b->ffn + r0, r1 - r0);
+    rwkvc_team_prepare_cols(e->next, 0, r0, r1);
+}
+
+/* LN of x into a over this thread's columns [c0, c1), then x_k = a + (prev - a) * mu_k for n_mix outputs and
+   prev = a there (shift_task's arithmetic for one token). */
+static void team_norm_shift(const v7_bufs *b, const float *w, const float *bias, float eps, float *prev,
+                            const float *mu, float *const *outs, int n_mix, size_t D, size_t c0, size_t c1) {
+    rwkvc_layer_norm_range(b->x, b->a, w, bias, rwkvc_layer_norm_stats(b->x, D, eps), c0, c1);
+    for (int k = 0; k < n_mix; k++) {
+        float *o = outs[k];
+        const float *mk = mu + (size_t)k * D;
+        for (size_t c = c0; c < c1; c++) {
+            o[c] = b->a[c] + (prev[c] - b->a[c]) * mk[c];
+        }
+    }
+    memcpy(prev + c0, b->a + c0, (c1 - c0) * sizeof(float));
+}
+
+static void team_layer(const v7_team *t, uint32_t l, uint32_t tid, uint32_t nt) {
+    rwkvc_ctx *c = t->c;
+    const rwkvc_model *m = c->model;
+    const rwkvc_layer *ly = &m->layers[l];
+    const size_t D = m->info.n_embd, N = m->info.head_size, H = m->info.n_head;
+    const v7_bufs *b = t->b;
+    float *st = t->state + (size_t)l * (2 + N) * D;
+    float *att_prev = st, *S = st + D, *ffn_prev = st + D + D * N;
+    v7_team_plan p;
+    team_plan_layer(c, b, l, tid, nt, &p); /* checked for every layer by team_decode_possible */
+    const rwkvc_expf_fn exp_fn = rwkvc_expf_get(m->isa);
+    team_epilogue ep = {b, exp_fn, &p.ffn_v};
+    size_t c0, c1;
+    rwkvc_team_share(D, TEAM_COL_UNIT, tid, nt, &c0, &c1);
+
+    /* T1, then the inputs of r, k, v and the LoRAs' first stages. */
+    float *const mixes[6] = {b->xr, b->xw, b->xk, b->xv, b->xa, b->xg};
+    team_norm_shift(b, ly->ln1_w, ly->ln1_b, m->ln_eps, att_prev, ly->mix, mixes, 6, D, c0, c1);
+    rwkvc_team_prepare(&p.mix, c0, c1);
+    rwkvc_pool_barrier(c->pool);
+    rwkvc_team_rows(&p.mix, tid, nt, 16, team_lora_act, &ep);
+    rwkvc_pool_barrier(c->pool);
+
+    /* The LoRAs' second stages and T3..T12's gate over this thread's heads, then their columns of att_o's input. */
+    rwkvc_team_prepare(&p.lora2, 0, SIZE_MAX);
+    head_job hj = {m, ly, l, rwkvc_wkv7_get(m->isa), exp_fn, 1, S, b, p.lora2.op, p.n_lora};
+    size_t h0, h1;
+    rwkvc_team_share(H, team_head_unit(m, &ly->att_o), tid, nt, &h0, &h1);
+    if (h0 < h1) {
+        heads_task(&hj, h0, h1);
+    }
+    rwkvc_team_prepare(&p.att_o, h0 * N, h1 * N);
+    rwkvc_pool_barrier(c->pool);
+    rwkvc_team_rows(&p.att_o, tid, nt, 16, team_residual, &ep);
+    rwkvc_pool_barrier(c->pool);
+
+    /* Channel mix. */
+    float *const outs[1] = {b->xk};
+    team_norm_shift(b, ly->ln2_w, ly->ln2_b, m->ln_eps, ffn_prev, ly->ffn_mix_k, outs, 1, D, c0, c1);
+    rwkvc_team_prepare(&p.ffn_k, c0, c1);
+    rwkvc_pool_barrier(c->pool);
+    const size_t group = ly->ffn_v.kern->act_group;
+    rwkvc_team_rows(&p.ffn_k, tid, nt, group > 16 ? group : 16, team_relu_sq, &ep);
+    rwkvc_pool_barrier(c->pool);
+    rwkvc_team_rows(&p.ffn_v, tid, nt, 16, team_residual, &ep);
+    rwkvc_pool_barrier(c->pool);
+}
+
+static void team_token(void *arg, uint32_t tid, uint32_t nt) {
+    const v7_team *t = arg;
+    const rwkvc_model *m = t->c->model;
+    const size_t D = m->info.n_embd;
+    for (uint32_t l = 0; l < m->info.n_layer; l++) {
+        team_layer(t, l, tid, nt);
+    }
+    if (!t->logits) {
+        return;
+    }
+    const v7_bufs *b = t->b;
+    size_t c0, c1;
+    rwkvc_team_share(D, TEAM_COL_UNIT, tid, nt, &c0, &c1);
+    rwkvc_layer_norm_range(b->x, b->a, m->lnout_w, m->lnout_b, rwkvc_layer_norm_stats(b->x, D, m->ln_eps), c0, c1);
+    rwkvc_team_products head;
+    const rwkvc_weight *hw[1] = {&m->head};
+    const float *hx[1] = {b->a};
+    float *hy[1] = {t->logits};
+    rwkvc_team_plan(&head, hw, hx, hy, 1, t->c->act, t->c->act_cap);
+    rwkvc_team_prepare(&head, c0, c1);
+    rwkvc_pool_barrier(t->c->pool);
+    rwkvc_team_rows(&head, tid, nt, 16, NULL, NULL);
+}
+
+/*
+ * Whether this context decodes as a team: heads of a multiple of 16 channels (the LoRAs' second stages are split
+ * at head boundaries), every plan fits the activation buffer, and one chunk per thread (CPUs with cores of two
+ * kinds keep the jobs, whose chunks a fast core can take over). Decided once per context.
+ */
+static int team_decode_possible(rwkvc_ctx *c, const v7_bufs *b) {
+    if (c->decode_team == 0) {
+        const rwkvc_model *m = c->model;
+        const uint32_t nt = rwkvc_pool_threads(c->pool);
+        int ok = m->info.head_size % 16 == 0 && rwkvc_pool_chunks_per_thread(c->pool) == 1;
+        for (uint32_t l = 0; ok && l < m->info.n_layer; l++) {
+            v7_team_plan p;
+            ok = team_plan_layer(c, b, l, nt - 1, nt, &p);
+        }
+        rwkvc_team_products head;
+        const rwkvc_weight *hw[1] = {&m->head};
+        const float *hx[1] = {b->a};
+        float *hy[1] = {NULL};
+        ok = ok && rwkvc_team_plan(&head, hw, hx, hy, 1, c->act, c->act_cap);
+        c->decode_team = ok ? 1 : -1;
+    }
+    return c->decode_team > 0;
+}
+
 static void v7_eval_chunk(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *state, float *logits,
                           int all_logits) {
     const rwkvc_model *m = c->model;
@@ -440,6 +665,11 @@ static void v7_eval_chunk(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float 
     for (size_t t = 0; t < T; t++) {
         rwkvc_embed_row(m, tokens[t], b.x + t * D);
         rwkvc_layer_norm(b.x + t * D, b.x + t * D, m->ln0_w, m->ln0_b, D, m->ln_eps);
+    }
+    if (T == 1 && team_decode_possible(c, &b)) {
+        v7_team team = {c, state, logits, &b};
+        rwkvc_pool_team(c->pool, team_token, &team);
+        return;
     }
     for (uint32_t l = 0; l < m->info.n_layer; l++) {
         float *st = state + (size_t)l * (2 + N) * D;

@@ -75,6 +75,12 @@ typedef struct {
     void (*prepare_seq)(const float *X, size_t x_stride, size_t n_vec, void *Xp, size_t cols);
     void (*matmat_seq)(const void *W, size_t row_bytes, const void *Xp, size_t n_vec, float *Y, size_t ldy,
                        size_t row_begin, size_t row_end, size_t cols);
+    /*
+     * Elements per independently prepared group of prepare_act's q8 act layout (quant.h): 32, or 256 for the
+     * super-block variant. Preparing columns [c0, c1) at multiples of it (c1 may be cols) on their own gives the
+     * same bytes as the whole vector, so threads can share the preparation. 0 when act_bytes is 0.
+     */
+    size_t act_group;
 } rwkvc_matmul_kernels;
 
 /* Vectors per group of a prepare_seq block: n_vec vectors take whole groups. */

@@ -765,7 +765,7 @@ static void amx_matmat_seq_bf16(const void *W, size_t row_bytes, const void *Xp,
                                 size_t cols) {                                                                     \
         matvec_generic(W, row_bytes, (const float *)x, y, r0, r1, cols, wt);                                       \
     }                                                                                                              \
-    static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix, seq};
+    static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix, seq, 0};
 
 DEFINE_KERNELS(f32, WT_F32, SEQ_F32)
 DEFINE_KERNELS(f16, WT_F16, SEQ_F16)

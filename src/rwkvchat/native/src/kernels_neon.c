@@ -139,7 +139,7 @@ static size_t float_act_bytes(size_t cols) {
         matmat_generic(W, row_bytes, x, 0, 1, y, 0, r0, r1, cols, wt);                                             \
     }                                                                                                              \
     static const rwkvc_matmul_kernels k_##suffix = {float_act_bytes, NULL, matvec_##suffix, matmat_##suffix,      \
-                                                    NULL, NULL, NULL};
+                                                    NULL, NULL, NULL, 0};
 
 DEFINE_KERNELS(f32, WT_F32)
 DEFINE_KERNELS(f16, WT_F16)

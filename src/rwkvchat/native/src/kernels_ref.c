@@ -91,9 +91,9 @@ static void matmat_bf16(const void *W, size_t row_bytes, const void *X, size_t x
     }
 }
 
-static const rwkvc_matmul_kernels k_f32 = {float_act_bytes, NULL, matvec_f32, matmat_f32, NULL, NULL, NULL};
-static const rwkvc_matmul_kernels k_f16 = {float_act_bytes, NULL, matvec_f16, matmat_f16, NULL, NULL, NULL};
-static const rwkvc_matmul_kernels k_bf16 = {float_act_bytes, NULL, matvec_bf16, matmat_bf16, NULL, NULL, NULL};
+static const rwkvc_matmul_kernels k_f32 = {float_act_bytes, NULL, matvec_f32, matmat_f32, NULL, NULL, NULL, 0};
+static const rwkvc_matmul_kernels k_f16 = {float_act_bytes, NULL, matvec_f16, matmat_f16, NULL, NULL, NULL, 0};
+static const rwkvc_matmul_kernels k_bf16 = {float_act_bytes, NULL, matvec_bf16, matmat_bf16, NULL, NULL, NULL, 0};
 
 const rwkvc_matmul_kernels *rwkvc_float_kernels_ref(uint32_t type) {
     switch (type) {

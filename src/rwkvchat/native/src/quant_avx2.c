@@ -182,7 +182,7 @@ ALWAYS_INLINE void matmat_generic(int type, const void *W, size_t row_bytes, con
     }
 }
 
-#define DEFINE_AVX2(name, tid, prepare)                                                                           \
+#define DEFINE_AVX2(name, tid, prepare, group)                                                                    \
     static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         matvec_generic(tid, W, row_bytes, x, y, r0, r1, cols);                                                    \
@@ -192,16 +192,16 @@ ALWAYS_INLINE void matmat_generic(int type, const void *W, size_t row_bytes, con
         matmat_generic(tid, W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols);                              \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {act_bytes_avx2, prepare, matvec_##name,                   \
-                                                        matmat_##name, NULL, NULL, NULL};
+                                                        matmat_##name, NULL, NULL, NULL, group};
 
-DEFINE_AVX2(q8_0, T_Q8_0, q8act_prepare_x86)
-DEFINE_AVX2(q4_0, T_Q4_0, q8act_prepare_x86)
-DEFINE_AVX2(q4_1, T_Q4_1, q8act_prepare_x86)
-DEFINE_AVX2(q5_0, T_Q5_0, q8act_prepare_x86)
-DEFINE_AVX2(q5_1, T_Q5_1, q8act_prepare_x86)
-DEFINE_AVX2(q4_K, T_Q4_K, q8act_prepare_sb_x86)
-DEFINE_AVX2(q5_K, T_Q5_K, q8act_prepare_sb_x86)
-DEFINE_AVX2(q6_K, T_Q6_K, q8act_prepare_x86)
+DEFINE_AVX2(q8_0, T_Q8_0, q8act_prepare_x86, 32)
+DEFINE_AVX2(q4_0, T_Q4_0, q8act_prepare_x86, 32)
+DEFINE_AVX2(q4_1, T_Q4_1, q8act_prepare_x86, 32)
+DEFINE_AVX2(q5_0, T_Q5_0, q8act_prepare_x86, 32)
+DEFINE_AVX2(q5_1, T_Q5_1, q8act_prepare_x86, 32)
+DEFINE_AVX2(q4_K, T_Q4_K, q8act_prepare_sb_x86, 256)
+DEFINE_AVX2(q5_K, T_Q5_K, q8act_prepare_sb_x86, 256)
+DEFINE_AVX2(q6_K, T_Q6_K, q8act_prepare_x86, 32)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_avx2(uint32_t type) {
     switch (type) {

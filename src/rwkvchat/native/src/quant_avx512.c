@@ -1127,7 +1127,7 @@ static inline int use_vnni(void) {
 }
 
 /* Each type gets a VNNI and a plain specialisation. */
-#define DEFINE_AVX512(name, tid, prepare)                                                                         \
+#define DEFINE_AVX512(name, tid, prepare, group)                                                                  \
     static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         if (use_vnni()) {                                                                                         \
@@ -1145,16 +1145,16 @@ static inline int use_vnni(void) {
         }                                                                                                         \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {act_bytes_avx512, prepare, matvec_##name,                 \
-                                                        matmat_##name, NULL, NULL, NULL};
+                                                        matmat_##name, NULL, NULL, NULL, group};
 
-DEFINE_AVX512(q8_0, T_Q8_0, q8act_prepare_x86)
-DEFINE_AVX512(q4_0, T_Q4_0, q8act_prepare_x86)
-DEFINE_AVX512(q4_1, T_Q4_1, q8act_prepare_x86)
-DEFINE_AVX512(q5_0, T_Q5_0, q8act_prepare_x86)
-DEFINE_AVX512(q5_1, T_Q5_1, q8act_prepare_x86)
-DEFINE_AVX512(q4_K, T_Q4_K, q8act_prepare_sb_x86)
-DEFINE_AVX512(q5_K, T_Q5_K, q8act_prepare_sb_x86)
-DEFINE_AVX512(q6_K, T_Q6_K, q8act_prepare_x86)
+DEFINE_AVX512(q8_0, T_Q8_0, q8act_prepare_x86, 32)
+DEFINE_AVX512(q4_0, T_Q4_0, q8act_prepare_x86, 32)
+DEFINE_AVX512(q4_1, T_Q4_1, q8act_prepare_x86, 32)
+DEFINE_AVX512(q5_0, T_Q5_0, q8act_prepare_x86, 32)
+DEFINE_AVX512(q5_1, T_Q5_1, q8act_prepare_x86, 32)
+DEFINE_AVX512(q4_K, T_Q4_K, q8act_prepare_sb_x86, 256)
+DEFINE_AVX512(q5_K, T_Q5_K, q8act_prepare_sb_x86, 256)
+DEFINE_AVX512(q6_K, T_Q6_K, q8act_prepare_x86, 32)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_avx512(uint32_t type) {
     switch (type) {

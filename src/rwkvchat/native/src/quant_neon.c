@@ -262,7 +262,7 @@ static size_t act_bytes_neon(size_t cols) {
     return rwkvc_q8act_bytes(cols);
 }
 
-#define DEFINE_NEON(name, tid, prepare)                                                                           \
+#define DEFINE_NEON(name, tid, prepare, group)                                                                    \
     static void matvec_##name(const void *W, size_t row_bytes, const void *x, float *y, size_t r0, size_t r1,     \
                               size_t cols) {                                                                      \
         for (size_t r = r0; r < r1; r++) {                                                                        \
@@ -279,16 +279,16 @@ static size_t act_bytes_neon(size_t cols) {
         }                                                                                                         \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {act_bytes_neon, prepare, matvec_##name,                   \
-                                                        matmat_##name, NULL, NULL, NULL};
+                                                        matmat_##name, NULL, NULL, NULL, group};
 
-DEFINE_NEON(q8_0, T_Q8_0, rwkvc_q8act_prepare_ref)
-DEFINE_NEON(q4_0, T_Q4_0, rwkvc_q8act_prepare_ref)
-DEFINE_NEON(q4_1, T_Q4_1, rwkvc_q8act_prepare_ref)
-DEFINE_NEON(q5_0, T_Q5_0, rwkvc_q8act_prepare_ref)
-DEFINE_NEON(q5_1, T_Q5_1, rwkvc_q8act_prepare_ref)
-DEFINE_NEON(q4_K, T_Q4_K, rwkvc_q8act_prepare_sb_ref)
-DEFINE_NEON(q5_K, T_Q5_K, rwkvc_q8act_prepare_sb_ref)
-DEFINE_NEON(q6_K, T_Q6_K, rwkvc_q8act_prepare_ref)
+DEFINE_NEON(q8_0, T_Q8_0, rwkvc_q8act_prepare_ref, 32)
+DEFINE_NEON(q4_0, T_Q4_0, rwkvc_q8act_prepare_ref, 32)
+DEFINE_NEON(q4_1, T_Q4_1, rwkvc_q8act_prepare_ref, 32)
+DEFINE_NEON(q5_0, T_Q5_0, rwkvc_q8act_prepare_ref, 32)
+DEFINE_NEON(q5_1, T_Q5_1, rwkvc_q8act_prepare_ref, 32)
+DEFINE_NEON(q4_K, T_Q4_K, rwkvc_q8act_prepare_sb_ref, 256)
+DEFINE_NEON(q5_K, T_Q5_K, rwkvc_q8act_prepare_sb_ref, 256)
+DEFINE_NEON(q6_K, T_Q6_K, rwkvc_q8act_prepare_ref, 32)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_neon(uint32_t type) {
     switch (type) {

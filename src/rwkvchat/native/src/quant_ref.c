@@ -874,7 +874,7 @@ static float row_dot_q6_K(const char *row, const void *xq, size_t cols) {
         }                                                                                                         \
     }
 
-#define DEFINE_REF_MATMAT(name, prepare)                                                                          \
+#define DEFINE_REF_MATMAT(name, prepare, group)                                                                   \
     static void matmat_##name(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec,      \
                               float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {                          \
         for (size_t t = 0; t < n_vec; t++) {                                                                      \
@@ -882,7 +882,7 @@ static float row_dot_q6_K(const char *row, const void *xq, size_t cols) {
         }                                                                                                         \
     }                                                                                                             \
     static const rwkvc_matmul_kernels kernels_##name = {q8act_bytes, prepare, matvec_##name, matmat_##name, NULL, \
-                                                        NULL, NULL};
+                                                        NULL, NULL, group};
 
 DEFINE_REF_32(q8_0, rwkvc_block_q8_0)
 DEFINE_REF_32(q4_0, rwkvc_block_q4_0)
@@ -892,14 +892,14 @@ DEFINE_REF_32(q5_1, rwkvc_block_q5_1)
 DEFINE_REF_K(q4_K)
 DEFINE_REF_K(q5_K)
 DEFINE_REF_K(q6_K)
-DEFINE_REF_MATMAT(q8_0, rwkvc_q8act_prepare_ref)
-DEFINE_REF_MATMAT(q4_0, rwkvc_q8act_prepare_ref)
-DEFINE_REF_MATMAT(q4_1, rwkvc_q8act_prepare_ref)
-DEFINE_REF_MATMAT(q5_0, rwkvc_q8act_prepare_ref)
-DEFINE_REF_MATMAT(q5_1, rwkvc_q8act_prepare_ref)
-DEFINE_REF_MATMAT(q4_K, rwkvc_q8act_prepare_sb_ref)
-DEFINE_REF_MATMAT(q5_K, rwkvc_q8act_prepare_sb_ref)
-DEFINE_REF_MATMAT(q6_K, rwkvc_q8act_prepare_ref)
+DEFINE_REF_MATMAT(q8_0, rwkvc_q8act_prepare_ref, 32)
+DEFINE_REF_MATMAT(q4_0, rwkvc_q8act_prepare_ref, 32)
+DEFINE_REF_MATMAT(q4_1, rwkvc_q8act_prepare_ref, 32)
+DEFINE_REF_MATMAT(q5_0, rwkvc_q8act_prepare_ref, 32)
+DEFINE_REF_MATMAT(q5_1, rwkvc_q8act_prepare_ref, 32)
+DEFINE_REF_MATMAT(q4_K, rwkvc_q8act_prepare_sb_ref, 256)
+DEFINE_REF_MATMAT(q5_K, rwkvc_q8act_prepare_sb_ref, 256)
+DEFINE_REF_MATMAT(q6_K, rwkvc_q8act_prepare_ref, 32)
 
 const rwkvc_matmul_kernels *rwkvc_quant_kernels_ref(uint32_t type) {
     switch (type) {

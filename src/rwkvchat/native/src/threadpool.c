@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "threadpool.h"
@@ -42,6 +43,11 @@ struct rwkvc_pool {
     _Atomic size_t chunk;
     _Atomic uint32_t n_chunks;
     _Atomic uint32_t done;
+    _Atomic(rwkvc_team_fn) team_fn; /* non-NULL: a team job (one chunk per thread, fn unused) */
+    /* Team barrier, each word on a cache line of its own: threads arrived at the current barrier, and how many
+       barriers have been passed (a waiting thread watches it change). */
+    _Alignas(64) _Atomic uint32_t bar_arrived;
+    _Alignas(64) _Atomic uint32_t bar_passed; /* (the struct's size rounds up to a whole line after it) */
 };
 
 static long long now_ns(void) {
@@ -70,6 +76,13 @@ static void run_chunks(rwkvc_pool *p, uint32_t gen) {
                                                    memory_order_acquire)) {
             continue;
         }
+        rwkvc_team_fn team_fn = atomic_load_explicit(&p->team_fn, memory_order_relaxed);
+        if (team_fn) {
+            /* One chunk per thread: a thread that took two would wait for itself at the first barrier. */
+            team_fn(arg, idx, n_chunks);
+            atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+            return;
+        }
         size_t begin = (size_t)idx * chunk;
         size_t end = begin + chunk < n ? begin + chunk : n;
         fn(arg, begin, end);
@@ -79,7 +92,9 @@ static void run_chunks(rwkvc_pool *p, uint32_t gen) {
 
 static void *worker_main(void *vp) {
     rwkvc_pool *p = vp;
-    uint32_t seen = (uint32_t)(atomic_load(&p->state) >> 32);
+    /* Generation 0 is the pool's state before its first job: a worker that starts after a job was published must
+       still take part in it (a team job waits for every thread). */
+    uint32_t seen = 0;
     for (;;) {
         /* Wait for a new generation: spin first, then sleep. */
         long long t0 = now_ns();
@@ -113,10 +128,12 @@ static void *worker_main(void *vp) {
 }
 
 rwkvc_pool *rwkvc_pool_new(uint32_t n_threads) {
-    rwkvc_pool *p = calloc(1, sizeof(*p));
+    /* Aligned for the barrier's cache lines. */
+    rwkvc_pool *p = aligned_alloc(64, (sizeof(*p) + 63) & ~(size_t)63);
     if (!p) {
         return NULL;
     }
+    memset(p, 0, sizeof(*p));
     p->n_threads = n_threads ? n_threads : 1;
     p->chunks_per_thread = RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD;
     atomic_init(&p->state, 0);
@@ -188,9 +205,12 @@ uint32_t rwkvc_pool_chunks_per_thread(const rwkvc_pool *p) {
     return p ? p->chunks_per_thread : RWKVC_POOL_DEFAULT_CHUNKS_PER_THREAD;
 }
 
-/* Publishes a job of n_chunks chunks of `chunk` items over [0, n), takes part in it, and waits for it. */
-static void run_job(rwkvc_pool *p, size_t n, size_t chunk, uint32_t n_chunks, rwkvc_task_fn fn, void *arg) {
+/* Publishes a job of n_chunks chunks of `chunk` items over [0, n) (or a team job: team_fn set, one chunk per
+   thread), takes part in it, and waits for it. */
+static void run_job(rwkvc_pool *p, size_t n, size_t chunk, uint32_t n_chunks, rwkvc_task_fn fn,
+                    rwkvc_team_fn team_fn, void *arg) {
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->team_fn, team_fn, memory_order_relaxed);
     atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
     atomic_store_explicit(&p->n, n, memory_order_relaxed);
     atomic_store_explicit(&p->chunk, chunk, memory_order_relaxed);
@@ -227,7 +247,7 @@ void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, voi
     size_t per = (units + want - 1) / want;
     size_t chunk = per * grain;
     uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
-    run_job(p, n, chunk, n_chunks, fn, arg);
+    run_job(p, n, chunk, n_chunks, fn, NULL, arg);
 }
 
 void rwkvc_pool_for_each(rwkvc_pool *p, size_t n, rwkvc_task_fn fn, void *arg) {
@@ -238,5 +258,34 @@ void rwkvc_pool_for_each(rwkvc_pool *p, size_t n, rwkvc_task_fn fn, void *arg) {
         fn(arg, 0, n);
         return;
     }
-    run_job(p, n, 1, (uint32_t)n, fn, arg);
+    run_job(p, n, 1, (uint32_t)n, fn, NULL, arg);
+}
+
+void rwkvc_pool_team(rwkvc_pool *p, rwkvc_team_fn fn, void *arg) {
+    if (!p || p->n_threads <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    run_job(p, p->n_threads, 1, p->n_threads, NULL, fn, arg);
+}
+
+void rwkvc_pool_barrier(rwkvc_pool *p) {
+    if (!p || p->n_threads <= 1) {
+        return;
+    }
+    const uint32_t passed = atomic_load_explicit(&p->bar_passed, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&p->bar_arrived, 1, memory_order_acq_rel) + 1 == p->n_threads) {
+        /* The last to arrive resets the count before it releases the others, so a thread that runs ahead into
+           the next barrier counts from zero. */
+        atomic_store_explicit(&p->bar_arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&p->bar_passed, passed + 1, memory_order_release);
+        return;
+    }
+    unsigned spins = 0;
+    while (atomic_load_explicit(&p->bar_passed, memory_order_acquire) == passed) {
+        CPU_RELAX();
+        if (++spins % 1024 == 0) {
+            sched_yield();
+        }
+    }
 }

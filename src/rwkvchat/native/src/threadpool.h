@@ -26,6 +26,9 @@ typedef struct rwkvc_pool rwkvc_pool;
 /* Runs items [begin, end) of a job; called on several threads at once with disjoint ranges. */
 typedef void (*rwkvc_task_fn)(void *arg, size_t begin, size_t end);
 
+/* One thread's part of a team job: called once on every thread of the pool, tid in [0, n_threads). */
+typedef void (*rwkvc_team_fn)(void *arg, uint32_t tid, uint32_t n_threads);
+
 /* Makes a pool of n_threads in all (the caller counts as one; n_threads - 1 workers). NULL on failure. */
 rwkvc_pool *rwkvc_pool_new(uint32_t n_threads);
 
@@ -52,5 +55,19 @@ void rwkvc_pool_for(rwkvc_pool *p, size_t n, size_t grain, rwkvc_task_fn fn, voi
  * about equal cost); returns when all are done. Runs inline when the pool has one thread or n <= 1.
  */
 void rwkvc_pool_for_each(rwkvc_pool *p, size_t n, rwkvc_task_fn fn, void *arg);
+
+/*
+ * Calls fn(arg, tid, n) once on each of the pool's n threads (the caller among them) and returns when all have
+ * returned. fn may call rwkvc_pool_barrier between its phases: a team job is for a sequence of short steps that
+ * every thread shares, where a job per step would cost a hand-off each (the decode of one token). The tids are
+ * handed out in claim order, not by thread.
+ */
+void rwkvc_pool_team(rwkvc_pool *p, rwkvc_team_fn fn, void *arg);
+
+/*
+ * Inside a team job only: returns when every thread of the pool has called it (the writes before it are then
+ * visible to all). Spins, yielding now and then, so it costs a few cache-line transfers rather than a wake-up.
+ */
+void rwkvc_pool_barrier(rwkvc_pool *p);
 
 #endif /* RWKVC_THREADPOOL_H */
