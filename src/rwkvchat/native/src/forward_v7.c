@@ -306,20 +306,25 @@ static void norm_task(void *arg, size_t t0, size_t t1) {
     }
 }
 
-/* x_j = a + (prev - a) * mu_j for the n_mix coefficient vectors (token shift, T1). */
+/* Token shift (T1) of one token over channels [c0, c1): x_k = a + (prev - a) * mu_k for the n_mix coefficient
+   vectors mu ([n_mix][D]), into outs[k] + offset. */
+static void shift_channels(const float *a, const float *prev, const float *mu, float *const *outs, size_t offset,
+                           int n_mix, size_t D, size_t c0, size_t c1) {
+    for (int k = 0; k < n_mix; k++) {
+        float *o = outs[k] + offset;
+        const float *mk = mu + (size_t)k * D;
+        for (size_t c = c0; c < c1; c++) {
+            o[c] = a[c] + (prev[c] - a[c]) * mk[c];
+        }
+    }
+}
+
 static void shift_task(void *arg, size_t t0, size_t t1) {
     const shift_job *j = arg;
     const size_t D = j->D;
     for (size_t t = t0; t < t1; t++) {
-        const float *at = j->a + t * D;
         const float *pt = t == 0 ? j->prev0 : j->a + (t - 1) * D;
-        for (int k = 0; k < j->n_mix; k++) {
-            float *o = j->outs[k] + t * D;
-            const float *mk = j->mu + (size_t)k * D;
-            for (size_t c = 0; c < D; c++) {
-                o[c] = at[c] + (pt[c] - at[c]) * mk[c];
-            }
-        }
+        shift_channels(j->a + t * D, pt, j->mu, j->outs, t * D, j->n_mix, D, 0, D);
     }
 }
 
@@ -543,18 +548,11 @@ static void team_relu_sq(void *arg, size_t i, size_t r0, size_t r1) {
     rwkvc_team_prepare_cols(e->next, 0, r0, r1);
 }
 
-/* LN of x into a over this thread's columns [c0, c1), then x_k = a + (prev - a) * mu_k for n_mix outputs and
-   prev = a there (shift_task's arithmetic for one token). */
+/* LN of x into a over this thread's columns [c0, c1), then the token shift of n_mix outputs, and prev = a there. */
 static void team_norm_shift(const v7_bufs *b, const float *w, const float *bias, float eps, float *prev,
                             const float *mu, float *const *outs, int n_mix, size_t D, size_t c0, size_t c1) {
     rwkvc_layer_norm_range(b->x, b->a, w, bias, rwkvc_layer_norm_stats(b->x, D, eps), c0, c1);
-    for (int k = 0; k < n_mix; k++) {
-        float *o = outs[k];
-        const float *mk = mu + (size_t)k * D;
-        for (size_t c = c0; c < c1; c++) {
-            o[c] = b->a[c] + (prev[c] - b->a[c]) * mk[c];
-        }
-    }
+    shift_channels(b->a, prev, mu, outs, 0, n_mix, D, c0, c1);
     memcpy(prev + c0, b->a + c0, (c1 - c0) * sizeof(float));
 }
 
