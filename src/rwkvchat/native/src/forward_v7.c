@@ -629,15 +629,16 @@ static void team_token(void *arg, uint32_t tid, uint32_t nt) {
 }
 
 /*
- * Whether this context decodes as a team: heads of a multiple of 16 channels (the LoRAs' second stages are split
- * at head boundaries), every plan fits the activation buffer, and one chunk per thread (CPUs with cores of two
- * kinds keep the jobs, whose chunks a fast core can take over). Decided once per context.
+ * Whether this context decodes as a team: more than one thread (one thread has no hand-offs to save), heads of a
+ * multiple of 16 channels (the LoRAs' second stages are split at head boundaries), every plan fits the activation
+ * buffer, and one chunk per thread (CPUs with cores of two kinds keep the jobs, whose chunks a fast core can take
+ * over). Decided once per context.
  */
 static int team_decode_possible(rwkvc_ctx *c, const v7_bufs *b) {
     if (c->decode_team == 0) {
         const rwkvc_model *m = c->model;
         const uint32_t nt = rwkvc_pool_threads(c->pool);
-        int ok = m->info.head_size % 16 == 0 && rwkvc_pool_chunks_per_thread(c->pool) == 1;
+        int ok = nt > 1 && m->info.head_size % 16 == 0 && rwkvc_pool_chunks_per_thread(c->pool) == 1;
         for (uint32_t l = 0; ok && l < m->info.n_layer; l++) {
             v7_team_plan p;
             ok = team_plan_layer(c, b, l, nt - 1, nt, &p);
