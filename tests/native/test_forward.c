@@ -802,7 +802,8 @@ static void test_long_call(void) {
 
 /*
  * A single token runs as one team job where the pool has several threads and takes one chunk per thread
- * (forward_v7.c), and as a job per step otherwise. Both must give the same bits, logits and state, for every type mix and thread count.
+ * (forward_v7.c), and as a job per step otherwise. Both must give the same bits, logits and state, for every type
+ * mix and thread count.
  */
 static void decode_tokens(const rwkvc_model *m, uint32_t threads, uint32_t chunks, int want_team, float *logits,
                           float *state, const char *label) {
