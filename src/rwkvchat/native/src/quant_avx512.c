@@ -10,7 +10,7 @@
  *   once per call on the stack so that the scales need no per-block broadcasts and the fixed offsets (-8, -16,
  *   -32) no per-byte work. These decode at 1.4-2x the speed of the 256-bit row kernels (which joined block pairs
  *   the naive way: decode and per-block scale broadcasts crowded port 5), enough to keep 2 threads at the
- *   memory-read rate. Q8_0 and Q4_K / Q5_K (already there) keep the 256-bit row kernels of quant_x86.h.
+ *   memory-read rate; Q8_0 two blocks and Q4_K / Q5_K 64 elements per register (mv_rows8, mvk_rows).
  * - matmat (sequence mode) with VNNI, 4 or more vectors and every type but Q6_K: the packed int8 GEMM (pk_pack in
  *   quant_x86.h; 16 rows x 8 vectors per register tile). Otherwise the 32-element types use 4-row x 4-vector
  *   register tiles over block pairs, where each decode and each activation load is shared by four products, and
@@ -687,9 +687,138 @@ ALWAYS_INLINE void mv6_rows(const uint8_t *W, size_t row_bytes, const act_view *
 }
 
 /*
- * matvec (one vector, memory-bound decode). With VNNI the 4- and 5-bit 32-element types take mv_rows32 and Q6_K
- * mv6_rows; without, Q6_K takes the unsigned-quant 256-bit kernel of quant_x86.h (rows_q6k_mv_256). The others
- * run the 256-bit row kernels of quant_x86.h with vpdpbusd (Q8_0, Q4_K and Q5_K read at memory speed there).
+ * matvec of Q4_K / Q5_K with VNNI, 64 elements per 512-bit register. One 64-byte load of a super-block's quants
+ * holds groups g, g + 1: its low nibbles are sub-blocks 2g and 2g + 2, its high nibbles 2g + 1 and 2g + 3. The
+ * activation quants are copied once per call (mvk_prep, on the stack, 256 bytes per super-block) into that order,
+ * sub-blocks 0 2 1 3 4 6 5 7, so each register meets 64 contiguous activation bytes. vpmaddubsw (pairs at most
+ * 2 * 31 * 127, exact in int16) and vpdpwssd with the six-bit scales (each 256-bit half takes its sub-block's scale,
+ * one vpermd from the unpacked scales) sum the super-block in int32 as k45_sb does; then one convert and one FMA
+ * with d * d_x. The min term is one FMA per super-block on [0 x 8, d_x * sum of each sub-block's x quants] from
+ * the prep, against the unpacked bytes [scales, mins] converted to float. Per super-block about 40 vector
+ * operations against some 75 for the 256-bit k45_sb. One core, 4096 x 4096 in cache (bench_quant_matvec), on the
+ * Zen 5 VM: Q4_K 26.5 -> 50.9 GB/s, Q5_K 29.6 -> 50.6. 1.5B Q4_K decode at 2 threads, alternating runs: while the
+ * VM's memory read about 46 GB/s, 17.3-20.3 ms either way; in its fast phases 17.3-17.6 -> 13.2-13.9 ms (the
+ * 256-bit kernel could not keep up with two cores' share of ~70 GB/s).
+ */
+#define MVK_SB_BYTES 320
+
+ALWAYS_INLINE void mvk_prep(const act_view *xv, size_t nsb, uint8_t *buf) {
+    /* From sub-blocks [a, a + 1] and [a + 2, a + 3]: [a, a + 2] and [a + 1, a + 3]. */
+    const __m512i ilo = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
+    const __m512i ihi = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+    for (size_t i = 0; i < nsb; i++) {
+        uint8_t *o = buf + i * MVK_SB_BYTES;
+        for (int h = 0; h < 2; h++) {
+            const __m512i a = _mm512_loadu_si512((const void *)(xv->q + i * QK_K + 128 * h));
+            const __m512i b = _mm512_loadu_si512((const void *)(xv->q + i * QK_K + 128 * h + 64));
+            _mm512_store_si512((void *)(o + 128 * h), _mm512_permutex2var_epi64(a, ilo, b));
+            _mm512_store_si512((void *)(o + 128 * h + 64), _mm512_permutex2var_epi64(a, ihi, b));
+        }
+        const __m512 s8 = _mm512_castps256_ps512(_mm256_loadu_ps(xv->s + i * 8));
+        _mm512_store_ps((float *)(o + 256), _mm512_maskz_permutexvar_ps((__mmask16)0xFF00,
+                                                                       _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                                         1, 2, 3, 4, 5, 6, 7),
+                                                                       s8));
+    }
+}
+
+/* One super-block of a Q4_K / Q5_K row: acc += d * d_x * its integer sum, accm += dmin * its min term. */
+ALWAYS_INLINE void mvk_sb(int type, const uint8_t *blk, const uint8_t *a, float dx, const __m512i *ex, __m512 *acc,
+                          __m512 *accm) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    MV_PREFETCH(blk);
+    _mm_prefetch((const char *)blk + MV_PREFETCH_BYTES + 128, _MM_HINT_T0);
+    if (type == T_Q5_K) {
+        _mm_prefetch((const char *)blk + MV_PREFETCH_BYTES + 192, _MM_HINT_T0);
+    }
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)blk);
+    const __m512i s32 = _mm512_cvtepu8_epi32(k45_unpack_scales(v));
+    /* Words 2j, 2j + 1 of lane j: scale j (lanes 8..15, the mins, are not used). */
+    const __m512i sc2 = _mm512_or_si512(s32, _mm512_slli_epi32(s32, 16));
+    const __m128 h = _mm_cvtph_ps(v); /* d, dmin, ... */
+    const __m512 dmin = _mm512_broadcastss_ps(_mm_movehdup_ps(h));
+    *accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s32), _mm512_mul_ps(dmin, _mm512_load_ps((const float *)(a + 256))),
+                            *accm);
+    const uint8_t *qs = type == T_Q4_K ? blk + 16 : blk + 48;
+    __m512i hb = _mm512_setzero_si512();
+    if (type == T_Q5_K) {
+        hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16)));
+    }
+    __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 2
+    for (int k = 0; k < 2; k++) {
+        const __m512i w = _mm512_loadu_si512((const void *)(qs + 64 * k));
+        __m512i lo = _mm512_and_si512(w, m4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+        if (type == T_Q5_K) {
+            /* Fifth bit of sub-block j is bit j of its qh byte; lo holds sub-blocks 4k, 4k + 2, hi 4k + 1, 4k + 3. */
+            const __m512i m10 = _mm512_set1_epi8(0x10);
+            __m512i bl;
+            __m512i bh;
+            if (k == 0) {
+                bl = _mm512_sllv_epi64(hb, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2));
+                bh = _mm512_sllv_epi64(hb, _mm512_setr_epi64(3, 3, 3, 3, 1, 1, 1, 1));
+            } else {
+                bl = _mm512_srlv_epi64(hb, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2));
+                bh = _mm512_srlv_epi64(hb, _mm512_setr_epi64(1, 1, 1, 1, 3, 3, 3, 3));
+            }
+            /* 0xF8: a | (b & c). */
+            lo = _mm512_ternarylogic_epi64(lo, bl, m10, 0xF8);
+            hi = _mm512_ternarylogic_epi64(hi, bh, m10, 0xF8);
+        }
+        const __m512i pl = _mm512_maddubs_epi16(lo, _mm512_load_si512((const void *)(a + 128 * k)));
+        const __m512i ph = _mm512_maddubs_epi16(hi, _mm512_load_si512((const void *)(a + 128 * k + 64)));
+        sum = _mm512_dpwssd_epi32(sum, pl, _mm512_permutexvar_epi32(ex[2 * k], sc2));
+        sum = _mm512_dpwssd_epi32(sum, ph, _mm512_permutexvar_epi32(ex[2 * k + 1], sc2));
+    }
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(_mm_cvtss_f32(h) * dx), *acc);
+}
+
+/* Rows a and b (n = 2) or row a alone (n = 1), super-blocks in step as in mv_pair32. */
+ALWAYS_INLINE void mvk_pair(int type, int n, const uint8_t *W, size_t row_bytes, const act_view *xv,
+                            const uint8_t *buf, float *y, size_t a, size_t b, size_t cols, const __m512i *ex) {
+    const size_t nsb = cols / QK_K;
+    const size_t bb = type_block_bytes(type);
+    const uint8_t *row[2] = {W + a * row_bytes, W + b * row_bytes};
+    __m512 acc[2], accm[2];
+    for (int i = 0; i < n; i++) {
+        acc[i] = accm[i] = _mm512_setzero_ps();
+    }
+    for (size_t k = 0; k < nsb; k++) {
+        for (int i = 0; i < n; i++) {
+            mvk_sb(type, row[i] + k * bb, buf + k * MVK_SB_BYTES, xv->d[k * 8], ex, &acc[i], &accm[i]);
+        }
+    }
+    const size_t r[2] = {a, b};
+    for (int i = 0; i < n; i++) {
+        y[r[i]] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[i], accm[i]));
+    }
+}
+
+ALWAYS_INLINE void mvk_rows(int type, const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf,
+                            float *y, size_t r0, size_t r1, size_t cols) {
+    /* Scale lanes for the registers of sub-blocks [0, 2], [1, 3], [4, 6], [5, 7]. */
+    __m512i ex[4];
+    static const int order[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+    for (int t = 0; t < 4; t++) {
+        ex[t] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(order[t][0])),
+                                   _mm256_set1_epi32(order[t][1]), 1);
+    }
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            mvk_pair(type, 2, W, row_bytes, xv, buf, y, a, b, cols, ex);
+        } else {
+            mvk_pair(type, 1, W, row_bytes, xv, buf, y, a, a, cols, ex);
+        }
+    }
+}
+
+/*
+ * matvec (one vector, memory-bound decode). With VNNI the 4- and 5-bit 32-element types take mv_rows32, Q8_0
+ * mv_rows8, Q4_K / Q5_K mvk_rows and Q6_K mv6_rows; without, Q6_K takes the unsigned-quant 256-bit kernel of
+ * quant_x86.h (rows_q6k_mv_256) and the others its 256-bit row kernels.
  */
 ALWAYS_INLINE void matvec_generic(int type, int vnni, const void *W, size_t row_bytes, const void *x, float *y,
                                   size_t r0, size_t r1, size_t cols) {
@@ -705,6 +834,12 @@ ALWAYS_INLINE void matvec_generic(int type, int vnni, const void *W, size_t row_
         const size_t nq = cols / QK / 4;
         mv_prep(type, xs, nq, buf);
         mv_rows32(type, (const uint8_t *)W, row_bytes, xs, buf, y, r0, r1, cols);
+        return;
+    }
+    if (vnni && (type == T_Q4_K || type == T_Q5_K) && cols <= MV_MAX_COLS) {
+        _Alignas(64) uint8_t buf[MV_MAX_COLS / QK_K * MVK_SB_BYTES];
+        mvk_prep(xs, cols / QK_K, buf);
+        mvk_rows(type, (const uint8_t *)W, row_bytes, xs, buf, y, r0, r1, cols);
         return;
     }
     if (vnni && type == T_Q6_K && cols <= MV_MAX_COLS) {

@@ -368,6 +368,21 @@ ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
 }
 
 /*
+ * The six-bit scales and mins (rwkvc_k4_scale_min) of a Q4_K / Q5_K block (its first 16 bytes in v) unpacked in one
+ * register: bytes 0..7 the scales, 8..15 the mins. Bytes 4..15 of the block are the packed bytes q0..q11. a = [q0-3,
+ * q8-11, q4-7, q8-11 >> 4] masked to [sc0-3, low nibbles of sc4-7, mn0-3, low nibbles of mn4-7]; b supplies the top
+ * two bits of sc4-7 (from q0-3) and mn4-7 (from q4-7).
+ */
+ALWAYS_INLINE __m128i k45_unpack_scales(__m128i v) {
+    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi8(v, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12,
+                                                                       13, 14, 15)),
+                                     _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    const __m128i lo = _mm_and_si128(a, _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
+    return _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30)));
+}
+
+/*
  * Q4_K / Q5_K on an activation with one scale per super-block (rwkvc_q8act_prepare_sb_ref): per 32-element
  * sub-block, vpmaddubsw of the unsigned quants with the activation (pairs at most 2 * 31 * 127 = 7874, exact in
  * int16), then vpmaddwd (or VNNI's vpdpwssd) with the six-bit scale, summed in int32 over the super-block (at most
@@ -378,18 +393,8 @@ ALWAYS_INLINE void k4_scales_vec(const uint8_t *blk, __m256 *dsc, __m256 *dmn) {
  * own: 1 thread on a 4096 x 4096 matrix in cache, AVX-512 Q4_K 22.8 GB/s against Q4_0's 29.9; now 28.2.
  */
 ALWAYS_INLINE void k45_sb_scales(const uint8_t *blk, int32_t *sc2, __m256 *dv, __m256 *dmn) {
-    /*
-     * The six-bit scales and mins (rwkvc_k4_scale_min) unpacked in one register: bytes 4..15 of the block are the
-     * packed bytes q0..q11. a = [q0-3, q8-11, q4-7, q8-11 >> 4] masked to [sc0-3, low nibbles of sc4-7, mn0-3,
-     * low nibbles of mn4-7]; b supplies the top two bits of sc4-7 (from q0-3) and mn4-7 (from q4-7).
-     */
     const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)blk);
-    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi8(v, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12,
-                                                                       13, 14, 15)),
-                                     _mm_setr_epi32(0, 0, 0, 4));
-    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
-    const __m128i lo = _mm_and_si128(a, _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
-    const __m128i sm = _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30)));
+    const __m128i sm = k45_unpack_scales(v);
     const __m256i s32 = _mm256_cvtepu8_epi32(sm);
     _mm256_storeu_si256((__m256i *)(void *)sc2, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));
     /*
