@@ -241,25 +241,33 @@ ALWAYS_INLINE void mv_prep(int type, const act_view *xv, size_t nq, uint8_t *buf
 }
 
 /*
- * Fifth bits of a Q5_0 / Q5_1 quad: bits 0..15 of block k's qh are elements 0..15 (mask bits 16k..16k+15 of lo),
- * bits 16..31 elements 16..31 (of hi). The two 64-bit masks are assembled in general registers (scalar ports are
- * idle here; gathering the qh words with a vpermt2w and moving them over measured no faster) and add 16 under
- * mask.
+ * Fifth bits of a Q5_0 / Q5_1 quad (its bytes in l0 : l1): bits 0..15 of block k's qh belong to elements 0..15,
+ * bytes 16k..16k+15 of lo; bits 16..31 to elements 16..31, the same bytes of hi. One permute puts qh of block k
+ * in every dword of 128-bit lane k (Q5_1's qh is dword-aligned at byte 24k + 4; Q5_0's only word-aligned, at
+ * 22k + 2); vpshufb spreads qh byte j / 8 over byte j of the lane and vptestmb picks bit j % 8 into a mask, under
+ * which 16 is added. Before, the two masks were assembled from the qh words in general registers (about 24 scalar
+ * operations per quad): 1 thread, 4096 x 4096 in cache, on the Zen 5 VM Q5_0 36 -> 46, Q5_1 38.5 -> 47 GB/s.
  */
-ALWAYS_INLINE void mv_fifth_bits(int type, const uint8_t *p, __m512i *lo, __m512i *hi) {
-    const int bb = (int)type_block_bytes(type);
-    const int qh_off = type == T_Q5_0 ? 2 : 4;
-    uint64_t ml = 0;
-    uint64_t mh = 0;
-    for (int k = 0; k < 4; k++) {
-        uint32_t h;
-        memcpy(&h, p + k * bb + qh_off, 4);
-        ml |= (uint64_t)(h & 0xFFFF) << (16 * k);
-        mh |= (uint64_t)(h >> 16) << (16 * k);
+ALWAYS_INLINE void mv_fifth_bits(int type, __m512i l0, __m512i l1, __m512i *lo, __m512i *hi) {
+    __m512i q;
+    if (type == T_Q5_1) {
+        q = _mm512_permutex2var_epi32(l0, _mm512_setr_epi32(1, 1, 1, 1, 7, 7, 7, 7, 13, 13, 13, 13, 19, 19, 19, 19),
+                                      l1);
+    } else {
+        /* Words 11k + 1, 11k + 2, repeated. */
+        static const int16_t iq[32] = {1,  2,  1,  2,  1,  2,  1,  2,  12, 13, 12, 13, 12, 13, 12, 13,
+                                       23, 24, 23, 24, 23, 24, 23, 24, 34, 35, 34, 35, 34, 35, 34, 35};
+        q = _mm512_permutex2var_epi16(l0, _mm512_loadu_si512((const void *)iq), l1);
     }
+    const __m512i bit = _mm512_set1_epi64(0x8040201008040201ll);
+    /* Per lane: qh bytes 0, 1 for elements 0..15; bytes 2, 3 for 16..31 (8 bytes each). */
+    const __m512i sel_lo = _mm512_set4_epi32(0x01010101, 0x01010101, 0x00000000, 0x00000000);
+    const __m512i sel_hi = _mm512_set4_epi32(0x03030303, 0x03030303, 0x02020202, 0x02020202);
+    const __mmask64 ml = _mm512_test_epi8_mask(_mm512_shuffle_epi8(q, sel_lo), bit);
+    const __mmask64 mh = _mm512_test_epi8_mask(_mm512_shuffle_epi8(q, sel_hi), bit);
     const __m512i b16 = _mm512_set1_epi8(0x10);
-    *lo = _mm512_mask_add_epi8(*lo, (__mmask64)ml, *lo, b16);
-    *hi = _mm512_mask_add_epi8(*hi, (__mmask64)mh, *hi, b16);
+    *lo = _mm512_mask_add_epi8(*lo, ml, *lo, b16);
+    *hi = _mm512_mask_add_epi8(*hi, mh, *hi, b16);
 }
 
 /* One quad of a row: acc += its scaled block dots, accm += its min terms (Q4_1 / Q5_1). */
@@ -276,7 +284,7 @@ ALWAYS_INLINE void mv_quad(int type, const uint8_t *p, const uint8_t *a, __m512i
     __m512i lo = _mm512_and_si512(w, m4);
     __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
     if (is5) {
-        mv_fifth_bits(type, p, &lo, &hi);
+        mv_fifth_bits(type, l0, l1, &lo, &hi);
     }
     const __m512i start = has_min ? _mm512_setzero_si512() : _mm512_load_si512((const void *)(a + 192));
     __m512i dot = _mm512_dpbusd_epi32(start, lo, _mm512_load_si512((const void *)a));
@@ -321,7 +329,7 @@ ALWAYS_INLINE void mv_quads4(int type, const uint8_t *p, const uint8_t *a, const
         lo = _mm512_and_si512(w, _mm512_set1_epi8(0x0F));
         hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), _mm512_set1_epi8(0x0F));
         if (is5) {
-            mv_fifth_bits(type, pj, &lo, &hi);
+            mv_fifth_bits(type, l0[j], l1, &lo, &hi);
             hq[j] = _mm512_permutex2var_epi16(l0[j], idx_d, l1);
         }
         const uint8_t *aj = a + j * MV_QUAD_BYTES;
