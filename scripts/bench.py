@@ -416,26 +416,53 @@ def _numpy_bandwidth(mib: int, threads: int, reps: int) -> float:
     return a.nbytes / best / 1e9
 
 
-def measure_bandwidth(threads: list[int], mib: int = 2048, reps: int = 7) -> tuple[dict[int, float], str]:
-    """Best-of-reps read bandwidth in GB/s (1e9 bytes/s) per thread count, and how it was measured."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    out: dict[int, float] = {}
-    if cc:
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp, "bw.c")
-            exe = Path(tmp, "bw")
+class BandwidthProbe:
+    """Measures the read bandwidth with the C helper, compiled once (numpy sums where no C compiler works)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.exe: Path | None = None
+        cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if cc:
+            src = Path(workdir, "bw.c")
+            exe = Path(workdir, "bw")
             src.write_text(_BW_SOURCE)
             r = subprocess.run([cc, "-O3", "-march=native", "-pthread", str(src), "-o", str(exe)],
                                capture_output=True, text=True, check=False)
             if r.returncode == 0:
-                for t in threads:
-                    res = subprocess.run([str(exe), str(mib), str(t), str(reps)], capture_output=True, text=True,
-                                         check=True)
-                    out[t] = float(res.stdout.split()[0])
-                return out, f"C helper (-O3 -march=native), {mib} MiB buffer in transparent huge pages, best of {reps}"
-    for t in threads:
-        out[t] = _numpy_bandwidth(mib, t, reps)
-    return out, f"numpy sums in threads, {mib} MiB buffer, best of {reps}"
+                self.exe = exe
+
+    def __call__(self, threads: int, mib: int, reps: int) -> float:
+        """Best-of-reps read bandwidth in GB/s (1e9 bytes/s) at this thread count."""
+        if self.exe is None:
+            return _numpy_bandwidth(mib, threads, reps)
+        res = subprocess.run([str(self.exe), str(mib), str(threads), str(reps)], capture_output=True, text=True,
+                             check=True)
+        return float(res.stdout.split()[0])
+
+    def how(self, mib: int, reps: int) -> str:
+        if self.exe is None:
+            return f"numpy sums in threads, {mib} MiB buffer, best of {reps}"
+        return f"C helper (-O3 -march=native), {mib} MiB buffer in transparent huge pages, best of {reps}"
+
+
+def measure_bandwidth(threads: list[int], mib: int = 2048, reps: int = 7,
+                      probe: BandwidthProbe | None = None) -> tuple[dict[int, float], str]:
+    """Best-of-reps read bandwidth in GB/s (1e9 bytes/s) per thread count, and how it was measured."""
+    if probe is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return measure_bandwidth(threads, mib, reps, BandwidthProbe(Path(tmp)))
+    return {t: probe(t, mib, reps) for t in threads}, probe.how(mib, reps)
+
+
+# The bandwidth beside each row: on a shared machine it moves by up to 2x within seconds (other tenants), so a
+# row's bound comes from the best of the readings taken just before and just after each of its rounds.
+LOCAL_BW_MIB = 1024
+LOCAL_BW_REPS = 5
+
+
+def row_bandwidth(row: dict[str, Any], bw: dict[int, float]) -> float | None:
+    """GB/s for this row's bound: its own readings where the run took them, else the run's figure."""
+    return row.get("bandwidth_local") or bw.get(row["threads"])
 
 
 # ---- workers (each measurement runs in a fresh process) --------------------------------------------------------
@@ -803,6 +830,17 @@ def _rounds_text(results: dict[str, Any]) -> str:
             "shown (its fastest decode and prefill, its largest RSS).")
 
 
+def _local_bw_text(results: dict[str, Any]) -> str:
+    rows = [r for r in results["rows"] if r.get("bandwidth_local")]
+    if not rows:
+        return ""
+    lo = min(min(r["bandwidth_readings"]) for r in rows)
+    hi = max(max(r["bandwidth_readings"]) for r in rows)
+    return (f" It moves on this machine (readings beside the rows: {lo:.1f} to {hi:.1f} GB/s), so each row's "
+            f"**bound** uses the best of the readings taken just before and after each of its rounds "
+            f"({results.get('bandwidth_local_how', 'the same helper')}), shown in the **GB/s** column.")
+
+
 def render(results: dict[str, Any]) -> str:
     """The markdown section: the machine, the bandwidth, then one row per (model, type, threads)."""
     mi = results["machine"]
@@ -819,15 +857,16 @@ def render(results: dict[str, Any]) -> str:
          f"at the start and end of each run: {load_text}."),
         "",
         (f"Memory read bandwidth ({results['bandwidth_how']}, measured at the start and end of each run, the "
-         f"better kept): {bw_text}."),
+         f"better kept): {bw_text}.{_local_bw_text(results)}"),
         "",
         ("Models: random weights in the real RWKV-7 shapes (vocabulary 65536), written by `rwkvchat.convert` in "
          "llama.cpp's `rwkv7` layout; quantized files made from the F16 one by `rwkvchat.quantize`. Both engines "
          "run the same file with the same thread count in the same run, each in a fresh process, from a warm page "
          "cache."),
         "",
-        ("* **MiB/tok**: bytes one decoded token reads (all tensors, one row of the embedding). **bound**: that "
-         "÷ the bandwidth at the same thread count. **% bound** = bound ÷ measured time."),
+        ("* **MiB/tok**: bytes one decoded token reads (all tensors, one row of the embedding). **GB/s**: the "
+         "read bandwidth at the row's thread count. **bound**: MiB/tok ÷ GB/s. **% bound** = bound ÷ measured "
+         "time."),
         (f"* **decode**: median ms per token over {results['n_decode']} single-token calls after a "
          f"{PROMPT_LEN}-token prompt; rwkvchat's once its background move of the weights into huge-page memory "
          f"has ended, as a chat user meets it after the first reply (`Model.weights_moved(wait=True)`, "
@@ -839,17 +878,18 @@ def render(results: dict[str, Any]) -> str:
         ("* **×llama**: llama.cpp's time ÷ ours for decode (above 1 = we are faster), our tokens/s ÷ its for "
          "prefill."),
         "",
-        ("| model | type | thr | file MiB | MiB/tok | bound ms | decode ms (% bound) | llama.cpp ms (% bound) "
+        ("| model | type | thr | file MiB | MiB/tok | GB/s | bound ms | decode ms (% bound) | llama.cpp ms (% bound) "
          "| ×llama | prefill tok/s | llama.cpp tok/s | ×llama | load s | TTFT s | llama TTFT s "
          "| RSS−file MiB | llama RSS−file MiB |"),
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     errors = []
     daggers = False
     for row in results["rows"]:
         fs = row["file"]
         t = row["threads"]
-        bound_ms = fs["bytes_per_token"] / (bw[t] * 1e9) * 1e3 if t in bw else None
+        row_bw = row_bandwidth(row, bw)
+        bound_ms = fs["bytes_per_token"] / (row_bw * 1e9) * 1e3 if row_bw else None
         ours, llama = row.get("ours") or {}, row.get("llama") or {}
         for eng, r in (("rwkvchat", ours), ("llama.cpp", llama)):
             if r.get("error"):
@@ -862,7 +902,8 @@ def render(results: dict[str, Any]) -> str:
         file_mib = fs["file_bytes"] / 2**20
         lines.append(
             f"| {row['size']} | {row['type'].upper()} | {t} | {file_mib:.0f} "
-            f"| {fs['bytes_per_token'] / 2**20:.0f} | {_f(bound_ms, '.2f')} | {_decode_cell(ours, bound_ms)} "
+            f"| {fs['bytes_per_token'] / 2**20:.0f} | {_f(row_bw, '.1f')} | {_f(bound_ms, '.2f')} "
+            f"| {_decode_cell(ours, bound_ms)} "
             f"| {_decode_cell(llama, bound_ms)}{mark} | {_ratio(llama.get('decode_ms'), ours.get('decode_ms'))} "
             f"| {_f(ours.get('prefill_tps'), '.0f')} | {_f(llama.get('prefill_tps'), '.0f')}{mark} "
             f"| {_ratio(ours.get('prefill_tps'), llama.get('prefill_tps'))} | {_f(ours.get('load_s'), '.3f')} "
@@ -894,7 +935,8 @@ def render_other(results: dict[str, Any]) -> str:
         "",
         (f"Measured {mi['date']} at commit {mi['commit']} on the same machine, with the same method and columns "
          f"as above; llama.cpp: {mi['llama']}. Load averages (1, 5, 15 min) at the start and end of each run: "
-         f"{load_text}. Memory read bandwidth ({results['bandwidth_how']}): {bw_text}. Decode: median of "
+         f"{load_text}. Memory read bandwidth ({results['bandwidth_how']}): {bw_text}.{_local_bw_text(results)} "
+         f"Decode: median of "
          f"{results['n_decode']} single-token calls (rwkvchat's after the move of its weights ended); prefill: "
          f"best of {results['prefill_runs']}.{_rounds_text(results)}"),
         "",
@@ -904,16 +946,17 @@ def render_other(results: dict[str, Any]) -> str:
          "FFN 2688, head size 64, LoRA ranks 32 (token shift) and 64 (decay), vocabulary 65536 (World "
          "tokenizer), which llama.cpp runs as `rwkv6`."),
         "",
-        ("| model | type | thr | file MiB | MiB/tok | bound ms | decode ms (% bound) | llama.cpp ms (% bound) "
+        ("| model | type | thr | file MiB | MiB/tok | GB/s | bound ms | decode ms (% bound) | llama.cpp ms (% bound) "
          "| ×llama | prefill tok/s | llama.cpp tok/s | ×llama | TTFT s | llama TTFT s | RSS−file MiB "
          "| llama RSS−file MiB |"),
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     errors = []
     daggers = False
     for row in results["rows"]:
         fs, t = row["file"], row["threads"]
-        bound_ms = fs["bytes_per_token"] / (bw[t] * 1e9) * 1e3 if t in bw else None
+        row_bw = row_bandwidth(row, bw)
+        bound_ms = fs["bytes_per_token"] / (row_bw * 1e9) * 1e3 if row_bw else None
         ours, llama = row.get("ours") or {}, row.get("llama") or {}
         model = f"{_ARCH_MODEL.get(row.get('arch', ''), row.get('arch', '?'))} {row['size'].upper()}"
         for eng, r in (("rwkvchat", ours), ("llama.cpp", llama)):
@@ -928,7 +971,8 @@ def render_other(results: dict[str, Any]) -> str:
         file_mib = fs["file_bytes"] / 2**20
         lines.append(
             f"| {model} | {row['type'].upper()} | {t} | {file_mib:.0f} | {fs['bytes_per_token'] / 2**20:.0f} "
-            f"| {_f(bound_ms, '.2f')} | {_decode_cell(ours, bound_ms)} | {_decode_cell(llama, bound_ms)}{mark} "
+            f"| {_f(row_bw, '.1f')} | {_f(bound_ms, '.2f')} | {_decode_cell(ours, bound_ms)} "
+            f"| {_decode_cell(llama, bound_ms)}{mark} "
             f"| {na or _ratio(llama.get('decode_ms'), ours.get('decode_ms'))} "
             f"| {_f(ours.get('prefill_tps'), '.0f')} | {na or _f(llama.get('prefill_tps'), '.0f')}{mark} "
             f"| {na or _ratio(ours.get('prefill_tps'), llama.get('prefill_tps'))} "
@@ -958,10 +1002,11 @@ def _render_targets(results: dict[str, Any], bw: dict[int, float]) -> list[str]:
     for row in results["rows"]:
         t, ty, size = row["threads"], row["type"], row["size"]
         ours, llama = row.get("ours") or {}, row.get("llama") or {}
-        if "decode_ms" not in ours or t not in bw:
+        row_bw = row_bandwidth(row, bw)
+        if "decode_ms" not in ours or not row_bw:
             continue
         fs = row["file"]
-        pct = fs["bytes_per_token"] / (bw[t] * 1e9) * 1e3 / ours["decode_ms"] * 100
+        pct = fs["bytes_per_token"] / (row_bw * 1e9) * 1e3 / ours["decode_ms"] * 100
         cells = []
         # Engine issue: F32/F16 decode within 1.5x of the bound, every size and thread count.
         cells.append(mark(pct >= 100 / 1.5, f"{pct:.0f}%") if ty in ("f32", "f16") else "")
@@ -1123,12 +1168,15 @@ def main() -> None:
         notes.append(f"llama.cpp {machine['llama']}: compared with the bound alone")
         engines = [e for e in engines if e != "llama"]
     print(f"# {machine['cpu']}, {machine['cores']} cores; {machine['llama']}", file=sys.stderr)
-    bw, how = measure_bandwidth(threads)
+    probe_dir = tempfile.TemporaryDirectory()
+    probe = BandwidthProbe(Path(probe_dir.name))
+    bw, how = measure_bandwidth(threads, probe=probe)
     print(f"# bandwidth: {bw} GB/s ({how})", file=sys.stderr, flush=True)
 
     results: dict[str, Any] = {
         "machine": machine, "bandwidth": bw, "bandwidth_how": how, "n_decode": args.n_decode,
         "prefill_runs": args.prefill_runs, "rounds": max(1, args.rounds), "rows": [], "notes": notes,
+        "bandwidth_local_how": probe.how(LOCAL_BW_MIB, LOCAL_BW_REPS),
         "command": " ".join(["python", "scripts/bench.py"] + sys.argv[1:]),
     }
     out_json = cache / f"results-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
@@ -1139,7 +1187,9 @@ def main() -> None:
             if arch != "v7":
                 row["arch"] = arch
             runs: dict[str, list[dict[str, Any]]] = {eng: [] for eng in engines}
+            local: list[float] = []
             for rnd in range(max(1, args.rounds)):
+                local.append(probe(t, LOCAL_BW_MIB, LOCAL_BW_REPS))
                 for eng in engines:
                     warm_page_cache(path)
                     if eng == "llama" and arch not in LLAMA_ARCHS:
@@ -1153,17 +1203,23 @@ def main() -> None:
                         r = run_worker(eng, path, t, args.n_decode, args.prefill_runs, args.timeout)
                     runs[eng].append(r)
                     row[eng] = best_of(runs[eng])
-                    bound = stats["bytes_per_token"] / (bw[t] * 1e9) * 1e3
+                    bound = stats["bytes_per_token"] / (max(local) * 1e9) * 1e3
                     msg = r.get("error") or (f"decode {r['decode_ms']:.2f} ms ({bound / r['decode_ms'] * 100:.0f}% "
                                              f"of bound {bound:.2f}), prefill {r['prefill_tps']:.0f} tok/s, "
                                              f"TTFT {r['ttft_s']:.3f} s, RSS {r['rss_peak_mib']:.0f} MiB")
                     print(f"# {arch} {size} {ty} {t}thr {eng}: {msg}", file=sys.stderr, flush=True)
+                local.append(probe(t, LOCAL_BW_MIB, LOCAL_BW_REPS))
+            row["bandwidth_readings"] = local
+            row["bandwidth_local"] = max(local)
+            print(f"# {arch} {size} {ty} {t}thr bandwidth beside it: {', '.join(f'{x:.1f}' for x in local)} GB/s",
+                  file=sys.stderr, flush=True)
             results["rows"].append(row)
             out_json.write_text(json.dumps(results, indent=1))
     results["machine"]["loadavg_end"] = os.getloadavg()
     # Measure the bandwidth again and keep the better figure per thread count: a busier moment at the start
     # would otherwise loosen the bound and flatter the "% of bound" column.
-    bw_end, _ = measure_bandwidth(threads)
+    bw_end, _ = measure_bandwidth(threads, probe=probe)
+    probe_dir.cleanup()
     results["bandwidth_start"], results["bandwidth_end"] = dict(bw), bw_end
     results["bandwidth"] = {t: max(bw[t], bw_end[t]) for t in threads}
     print(f"# bandwidth at the end: {bw_end} GB/s", file=sys.stderr, flush=True)

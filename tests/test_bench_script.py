@@ -71,6 +71,21 @@ def test_report_marks_each_target(bench):
     assert "✗ 50%" in marks and "✗ 0.50×" in marks and "✗ 0.67×" in marks
 
 
+def test_a_rows_own_bandwidth_readings_set_its_bound(bench):
+    # Readings of 12.5 GB/s beside the row (the run's start and end said 10): a bound of 80 ms, not 100.
+    res = _results(bench, ours_ms=100.0, llama_ms=160.0, ours_tps=300.0, llama_tps=150.0)
+    res["rows"][0].update(bandwidth_readings=[11.0, 12.5], bandwidth_local=12.5)
+    text = bench.render(res)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| 0.4b | Q4_0 | 2 | 1024 |"))
+    assert "| 12.5 | 80.00 | 100.00 (80%) | 160.00 (50%) |" in row
+    marks = next(ln for ln in text.splitlines() if ln.startswith("| 0.4b | Q4_0 | 2 |  | "))
+    assert "✗ 80%" in marks
+    assert "11.0 to 12.5 GB/s" in text
+    # Without readings (older results files) the run's figure stays the bound.
+    plain = bench.render(_results(bench, ours_ms=100.0, llama_ms=160.0, ours_tps=300.0, llama_tps=150.0))
+    assert "| 10.0 | 100.00 | 100.00 (100%) |" in plain
+
+
 def test_rounds_keep_each_engines_best_speed_and_worst_memory(bench):
     def run(decode_ms, prefill_tps, ttft_s, rss_peak):
         return {"decode_ms": decode_ms, "decode_ms_min": decode_ms - 1, "prefill_tps": prefill_tps, "load_s": 0.1,
