@@ -172,8 +172,8 @@ ALWAYS_INLINE void rows_k(int type, int nv, int vnni, const uint8_t *W, size_t r
  * matvec of the 4- and 5-bit 32-element types with VNNI, four blocks ("a quad") per 512-bit register.
  *
  * The 4 * 16 nibble bytes of a quad are gathered into one register by one vpermt2w from two loads that cover
- * the quad (4 * block bytes <= 96 <= 128; the second load ends at the quad's end, so nothing past the row is
- * read); 128-bit lane k then holds block k. One AND gives elements 0..15 of every block, a shift and an AND
+ * the quad (its first 64 bytes, and the 32 bytes that end where the quad ends: quad_tail, so nothing past the row
+ * is read); 128-bit lane k then holds block k. One AND gives elements 0..15 of every block, a shift and an AND
  * elements 16..31, and two vpdpbusd against activations laid out to match put block k's exact integer dot in
  * int32 lanes 4k..4k+3. The f16 scales (and mins) of 4 quads are collected from the same loads into one register
  * (mv_quads4; mv_quad does one quad for the last nq % 4), so the scaling is a vpermps, a convert and an FMA per
@@ -188,6 +188,24 @@ ALWAYS_INLINE void rows_k(int type, int nv, int vnni, const uint8_t *W, size_t r
  */
 #define MV_MAX_COLS 16384
 #define MV_QUAD_BYTES 256
+
+/*
+ * The second load of a quad of 4 * bb = 72..96 bytes: the 32 bytes ending at the quad's end (a 256-bit load into
+ * the low half; the high half is never indexed). It replaced a 64-byte load at byte 64 masked down to the quad's
+ * tail: on the Zen 5 VM that masked load, whose masked-off bytes reach into lines not yet fetched, held the
+ * 4-bit kernels far below the memory's pace (2048 / 4096 columns, 1 thread, ratio to a plain read: Q4_0
+ * 0.74 / 0.67 -> 1.10 / 1.14; Q5_1, whose tail fills the load's first half, was not affected).
+ */
+ALWAYS_INLINE __m512i quad_tail(int type, const uint8_t *p) {
+    const int bb = (int)type_block_bytes(type);
+    return _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(p + 4 * bb - 32)));
+}
+
+/* The vpermt2w index of the 16-bit word at byte `byte` (even) of a quad, from its first load or quad_tail. */
+ALWAYS_INLINE int16_t quad_word(int type, int byte) {
+    const int bb = (int)type_block_bytes(type);
+    return (int16_t)(byte < 64 ? byte / 2 : 32 + (byte - (4 * bb - 32)) / 2);
+}
 
 /*
  * The 512-bit matvec kernels take a thread's rows in pairs from the two halves of its range, their blocks in step
@@ -254,9 +272,9 @@ ALWAYS_INLINE void mv_fifth_bits(int type, __m512i l0, __m512i l1, __m512i *lo, 
         q = _mm512_permutex2var_epi32(l0, _mm512_setr_epi32(1, 1, 1, 1, 7, 7, 7, 7, 13, 13, 13, 13, 19, 19, 19, 19),
                                       l1);
     } else {
-        /* Words 11k + 1, 11k + 2, repeated. */
+        /* Bytes 22k + 2 .. 22k + 5, repeated: quad_word(T_Q5_0, 22k + 2) and the next word. */
         static const int16_t iq[32] = {1,  2,  1,  2,  1,  2,  1,  2,  12, 13, 12, 13, 12, 13, 12, 13,
-                                       23, 24, 23, 24, 23, 24, 23, 24, 34, 35, 34, 35, 34, 35, 34, 35};
+                                       23, 24, 23, 24, 23, 24, 23, 24, 38, 39, 38, 39, 38, 39, 38, 39};
         q = _mm512_permutex2var_epi16(l0, _mm512_loadu_si512((const void *)iq), l1);
     }
     const __m512i bit = _mm512_set1_epi64(0x8040201008040201ll);
@@ -273,13 +291,12 @@ ALWAYS_INLINE void mv_fifth_bits(int type, __m512i l0, __m512i l1, __m512i *lo, 
 /* One quad of a row: acc += its scaled block dots, accm += its min terms (Q4_1 / Q5_1). */
 ALWAYS_INLINE void mv_quad(int type, const uint8_t *p, const uint8_t *a, __m512i idx_w, __m512i idx_h, __m512 *acc,
                            __m512 *accm) {
-    const int bb = (int)type_block_bytes(type);
     const int has_min = type == T_Q4_1 || type == T_Q5_1;
     const int is5 = type == T_Q5_0 || type == T_Q5_1;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     MV_PREFETCH(p);
     const __m512i l0 = _mm512_loadu_si512((const void *)p);
-    const __m512i l1 = _mm512_maskz_loadu_epi8((__mmask64)((1ull << (4 * bb - 64)) - 1), (const void *)(p + 64));
+    const __m512i l1 = quad_tail(type, p);
     const __m512i w = _mm512_permutex2var_epi16(l0, idx_w, l1);
     __m512i lo = _mm512_and_si512(w, m4);
     __m512i hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
@@ -323,8 +340,7 @@ ALWAYS_INLINE void mv_quads4(int type, const uint8_t *p, const uint8_t *a, const
         __m512i hi;
         MV_PREFETCH(pj);
         l0[j] = _mm512_loadu_si512((const void *)pj);
-        const __m512i l1 =
-            _mm512_maskz_loadu_epi8((__mmask64)((1ull << (4 * bb - 64)) - 1), (const void *)(pj + 64));
+        const __m512i l1 = quad_tail(type, pj);
         const __m512i w = _mm512_permutex2var_epi16(l0[j], idx_w, l1);
         lo = _mm512_and_si512(w, _mm512_set1_epi8(0x0F));
         hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), _mm512_set1_epi8(0x0F));
@@ -419,9 +435,9 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
     int16_t iw[32];
     int16_t ih[32];
     for (int j = 0; j < 32; j++) {
-        iw[j] = (int16_t)(((j / 8) * bb + qs_off) / 2 + j % 8);
+        iw[j] = quad_word(type, (j / 8) * bb + qs_off + 2 * (j % 8));
         /* Words 0..15: d of block j / 4; 16..31: its min (Q4_1 / Q5_1). */
-        ih[j] = (int16_t)((((j % 16) / 4) * bb + (j >= 16 && has_min ? 2 : 0)) / 2);
+        ih[j] = quad_word(type, ((j % 16) / 4) * bb + (j >= 16 && has_min ? 2 : 0));
     }
     const __m512i idx_w = _mm512_loadu_si512((const void *)iw);
     const __m512i idx_h = _mm512_loadu_si512((const void *)ih);
@@ -430,7 +446,8 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
     int16_t id[32];
     for (int j = 0; j < 32; j++) {
         const int mn = j >= (q4 ? 8 : 16) && has_min ? 2 : 0;
-        id[j] = (int16_t)((q4 ? 32 * ((j / 4) % 2) : 0) + ((j % 4) * bb + mn) / 2);
+        /* Q4_0 / Q4_1: the headers of two quads, all in their first loads (at most byte 62). */
+        id[j] = q4 ? (int16_t)(32 * ((j / 4) % 2) + ((j % 4) * bb + mn) / 2) : quad_word(type, (j % 4) * bb + mn);
     }
     const __m512i idx_d = _mm512_loadu_si512((const void *)id);
     __m512i ex[4];
