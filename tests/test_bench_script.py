@@ -81,6 +81,14 @@ def test_a_rows_own_bandwidth_readings_set_its_bound(bench):
     marks = next(ln for ln in text.splitlines() if ln.startswith("| 0.4b | Q4_0 | 2 |  | "))
     assert "✗ 80%" in marks
     assert "11.0 to 12.5 GB/s" in text
+    # Paired samples: 1e9 bytes at 20 GB/s in 55 ms and at 8 GB/s in 130 ms are 91% and 96% of their own
+    # bounds; with 10 GB/s in 200 ms (50%) the median is 91%, and the target check takes it.
+    res["rows"][0]["ours"]["pairs"] = [[20.0, 55.0], [8.0, 130.0], [10.0, 200.0]]
+    text = bench.render(res)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| 0.4b | Q4_0 | 2 | 1024 |"))
+    assert "| 100.00 (80%; paired 91%) |" in row
+    marks = next(ln for ln in text.splitlines() if ln.startswith("| 0.4b | Q4_0 | 2 |  | "))
+    assert "✓ 91%" in marks
     # Without readings (older results files) the run's figure stays the bound.
     plain = bench.render(_results(bench, ours_ms=100.0, llama_ms=160.0, ours_tps=300.0, llama_tps=150.0))
     assert "| 10.0 | 100.00 | 100.00 (100%) |" in plain
@@ -95,6 +103,10 @@ def test_rounds_keep_each_engines_best_speed_and_worst_memory(bench):
     assert best["decode_ms"] == 10.0 and best["decode_ms_min"] == 9.0
     assert best["prefill_tps"] == 500.0 and best["ttft_s"] == 0.2
     assert best["rss_peak_mib"] == 320.0 and best["rounds"] == 2 and best["decode_ms_rounds"] == [12.0, 10.0]
+    # Every round's paired samples are kept, not only the fastest round's.
+    a, b = run(12.0, 500.0, 0.2, 300.0), run(10.0, 450.0, 0.3, 320.0)
+    a["pairs"], b["pairs"] = [[50.0, 12.0]], [[60.0, 10.0], [55.0, 11.0]]
+    assert bench.best_of([a, b])["pairs"] == [[50.0, 12.0], [60.0, 10.0], [55.0, 11.0]]
     assert bench.best_of([{"error": "timed out"}])["error"] == "timed out"
     results = _results(bench, ours_ms=105.0, llama_ms=126.0, ours_tps=300.0, llama_tps=150.0)
     assert "rounds" not in bench.render(results)

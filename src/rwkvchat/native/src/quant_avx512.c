@@ -264,7 +264,7 @@ ALWAYS_INLINE void mv_prep(int type, const act_view *xv, size_t nq, uint8_t *buf
  * in every dword of 128-bit lane k (Q5_1's qh is dword-aligned at byte 24k + 4; Q5_0's only word-aligned, at
  * 22k + 2); vpshufb spreads qh byte j / 8 over byte j of the lane and vptestmb picks bit j % 8 into a mask, under
  * which 16 is added. Before, the two masks were assembled from the qh words in general registers (about 24 scalar
- * operations per quad): 1 thread, 4096 x 4096 in cache, on the Zen 5 VM Q5_0 36 -> 46, Q5_1 38.5 -> 47 GB/s.
+ * operations per quad): 1 thread, 4096 x 4096 in cache, on the Zen 5 VM Q5_0 36 -> 49, Q5_1 38.5 -> 51 GB/s.
  */
 ALWAYS_INLINE void mv_fifth_bits(int type, __m512i l0, __m512i l1, __m512i *lo, __m512i *hi) {
     __m512i q;
