@@ -758,7 +758,7 @@ ALWAYS_INLINE void mvk_sb(int type, const uint8_t *blk, const uint8_t *a, float 
     }
     const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)blk);
     const __m512i s32 = _mm512_cvtepu8_epi32(k45_unpack_scales(v));
-    /* Words 2j, 2j + 1 of lane j: scale j (lanes 8..15, the mins, are not used). */
+    /* Dword j: scale j in both 16-bit halves, for vpdpwssd (dwords 8..15, from the mins, are not used). */
     const __m512i sc2 = _mm512_or_si512(s32, _mm512_slli_epi32(s32, 16));
     const __m128 h = _mm_cvtph_ps(v); /* d, dmin, ... */
     const __m512 dmin = _mm512_broadcastss_ps(_mm_movehdup_ps(h));
