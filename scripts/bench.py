@@ -416,6 +416,17 @@ def _numpy_bandwidth(mib: int, threads: int, reps: int) -> float:
     return a.nbytes / best / 1e9
 
 
+def run_bw_helper(exe: str, threads: int, mib: int, reps: int) -> float:
+    """GB/s from the compiled _BW_SOURCE helper (also run by rwkvchat's worker for its paired samples)."""
+    res = subprocess.run([exe, str(mib), str(threads), str(reps)], capture_output=True, text=True, check=True)
+    return float(res.stdout.split()[0])
+
+
+def bound_ms(bytes_per_token: float, gbs: float) -> float:
+    """ms to read one token's bytes at gbs GB/s (1e9 bytes/s): the bandwidth bound of a decode."""
+    return bytes_per_token / (gbs * 1e9) * 1e3
+
+
 class BandwidthProbe:
     """Measures the read bandwidth with the C helper, compiled once (numpy sums where no C compiler works)."""
 
@@ -435,9 +446,7 @@ class BandwidthProbe:
         """Best-of-reps read bandwidth in GB/s (1e9 bytes/s) at this thread count."""
         if self.exe is None:
             return _numpy_bandwidth(mib, threads, reps)
-        res = subprocess.run([str(self.exe), str(mib), str(threads), str(reps)], capture_output=True, text=True,
-                             check=True)
-        return float(res.stdout.split()[0])
+        return run_bw_helper(str(self.exe), threads, mib, reps)
 
     def how(self, mib: int, reps: int) -> str:
         if self.exe is None:
@@ -480,7 +489,7 @@ def paired_fraction(ours: dict[str, Any], bytes_per_token: float) -> float | Non
     pairs = ours.get("pairs")
     if not pairs:
         return None
-    return statistics.median(bytes_per_token / (gbs * 1e9) * 1e3 / ms for gbs, ms in pairs)
+    return statistics.median(bound_ms(bytes_per_token, gbs) / ms for gbs, ms in pairs)
 
 
 # ---- workers (each measurement runs in a fresh process) --------------------------------------------------------
@@ -531,22 +540,20 @@ def worker_ours(path: str, threads: int, n_decode: int, prefill_runs: int,
     t1 = time.perf_counter()
     moved, to_move = m.weights_moved(wait=True)
     t_move = time.perf_counter() - t1
-    times = []
-    for tok in _tokens(n_decode, 2, vocab):
-        t1 = time.perf_counter()
-        m.forward([tok], s)
-        times.append(time.perf_counter() - t1)
+    def decode_times(tokens: list[int]) -> list[float]:
+        times = []
+        for tok in tokens:
+            t1 = time.perf_counter()
+            m.forward([tok], s)
+            times.append(time.perf_counter() - t1)
+        return times
+
+    times = decode_times(_tokens(n_decode, 2, vocab))
     pairs = []
     if bw_probe:
         for k in range(PAIRS):
-            res = subprocess.run([bw_probe, str(PAIR_BW_MIB), str(threads), str(PAIR_BW_REPS)], capture_output=True,
-                                 text=True, check=True)
-            pair_times = []
-            for tok in _tokens(PAIR_TOKENS, 10 + k, vocab):
-                t1 = time.perf_counter()
-                m.forward([tok], s)
-                pair_times.append(time.perf_counter() - t1)
-            pairs.append((float(res.stdout.split()[0]), statistics.median(pair_times) * 1e3))
+            gbs = run_bw_helper(bw_probe, threads, PAIR_BW_MIB, PAIR_BW_REPS)
+            pairs.append((gbs, statistics.median(decode_times(_tokens(PAIR_TOKENS, 10 + k, vocab))) * 1e3))
     prefill = []
     long = _tokens(PREFILL_LEN, 3, vocab)
     for _ in range(prefill_runs):
@@ -832,14 +839,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "—" if not a or not b else f"{a / b:.2f}×"
 
 
-def _decode_cell(r: dict[str, Any], bound_ms: float | None, bytes_per_token: float | None = None) -> str:
+def _decode_cell(r: dict[str, Any], bound: float | None, bytes_per_token: float | None = None) -> str:
     """ms (% of bound), with the paired samples' median (see PAIRS) where the worker took them."""
     if r.get("na"):
         return "n/a"
     if "decode_ms" not in r:
         return "—"
     paired = paired_fraction(r, bytes_per_token) if bytes_per_token else None
-    parts = ([f"{bound_ms / r['decode_ms'] * 100:.0f}%"] if bound_ms else []) + (
+    parts = ([f"{bound / r['decode_ms'] * 100:.0f}%"] if bound else []) + (
         [f"paired {paired * 100:.0f}%"] if paired else [])
     return f"{r['decode_ms']:.2f}" + (f" ({'; '.join(parts)})" if parts else "")
 
@@ -930,7 +937,7 @@ def render(results: dict[str, Any]) -> str:
         fs = row["file"]
         t = row["threads"]
         row_bw = row_bandwidth(row, bw)
-        bound_ms = fs["bytes_per_token"] / (row_bw * 1e9) * 1e3 if row_bw else None
+        row_bound = bound_ms(fs["bytes_per_token"], row_bw) if row_bw else None
         ours, llama = row.get("ours") or {}, row.get("llama") or {}
         for eng, r in (("rwkvchat", ours), ("llama.cpp", llama)):
             if r.get("error"):
@@ -943,9 +950,9 @@ def render(results: dict[str, Any]) -> str:
         file_mib = fs["file_bytes"] / 2**20
         lines.append(
             f"| {row['size']} | {row['type'].upper()} | {t} | {file_mib:.0f} "
-            f"| {fs['bytes_per_token'] / 2**20:.0f} | {_f(row_bw, '.1f')} | {_f(bound_ms, '.2f')} "
-            f"| {_decode_cell(ours, bound_ms, fs['bytes_per_token'])} "
-            f"| {_decode_cell(llama, bound_ms)}{mark} | {_ratio(llama.get('decode_ms'), ours.get('decode_ms'))} "
+            f"| {fs['bytes_per_token'] / 2**20:.0f} | {_f(row_bw, '.1f')} | {_f(row_bound, '.2f')} "
+            f"| {_decode_cell(ours, row_bound, fs['bytes_per_token'])} "
+            f"| {_decode_cell(llama, row_bound)}{mark} | {_ratio(llama.get('decode_ms'), ours.get('decode_ms'))} "
             f"| {_f(ours.get('prefill_tps'), '.0f')} | {_f(llama.get('prefill_tps'), '.0f')}{mark} "
             f"| {_ratio(ours.get('prefill_tps'), llama.get('prefill_tps'))} | {_f(ours.get('load_s'), '.3f')} "
             f"| {_f(ours.get('ttft_s'), '.3f')} | {_f(llama.get('ttft_s'), '.3f')} "
@@ -997,7 +1004,7 @@ def render_other(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         fs, t = row["file"], row["threads"]
         row_bw = row_bandwidth(row, bw)
-        bound_ms = fs["bytes_per_token"] / (row_bw * 1e9) * 1e3 if row_bw else None
+        row_bound = bound_ms(fs["bytes_per_token"], row_bw) if row_bw else None
         ours, llama = row.get("ours") or {}, row.get("llama") or {}
         model = f"{_ARCH_MODEL.get(row.get('arch', ''), row.get('arch', '?'))} {row['size'].upper()}"
         for eng, r in (("rwkvchat", ours), ("llama.cpp", llama)):
@@ -1012,8 +1019,8 @@ def render_other(results: dict[str, Any]) -> str:
         file_mib = fs["file_bytes"] / 2**20
         lines.append(
             f"| {model} | {row['type'].upper()} | {t} | {file_mib:.0f} | {fs['bytes_per_token'] / 2**20:.0f} "
-            f"| {_f(row_bw, '.1f')} | {_f(bound_ms, '.2f')} | {_decode_cell(ours, bound_ms, fs['bytes_per_token'])} "
-            f"| {_decode_cell(llama, bound_ms)}{mark} "
+            f"| {_f(row_bw, '.1f')} | {_f(row_bound, '.2f')} | {_decode_cell(ours, row_bound, fs['bytes_per_token'])} "
+            f"| {_decode_cell(llama, row_bound)}{mark} "
             f"| {na or _ratio(llama.get('decode_ms'), ours.get('decode_ms'))} "
             f"| {_f(ours.get('prefill_tps'), '.0f')} | {na or _f(llama.get('prefill_tps'), '.0f')}{mark} "
             f"| {na or _ratio(ours.get('prefill_tps'), llama.get('prefill_tps'))} "
@@ -1048,7 +1055,7 @@ def _render_targets(results: dict[str, Any], bw: dict[int, float]) -> list[str]:
             continue
         fs = row["file"]
         paired = paired_fraction(ours, fs["bytes_per_token"])
-        pct = paired * 100 if paired else fs["bytes_per_token"] / (row_bw * 1e9) * 1e3 / ours["decode_ms"] * 100
+        pct = paired * 100 if paired else bound_ms(fs["bytes_per_token"], row_bw) / ours["decode_ms"] * 100
         cells = []
         # Engine issue: F32/F16 decode within 1.5x of the bound, every size and thread count.
         cells.append(mark(pct >= 100 / 1.5, f"{pct:.0f}%") if ty in ("f32", "f16") else "")
@@ -1076,8 +1083,8 @@ def _render_targets(results: dict[str, Any], bw: dict[int, float]) -> list[str]:
         return []
     return ["", ("Targets. Engine issue: F32/F16 decode within 1.5× of the bound (≥ 67%). Quantization issue "
                  "(2 threads, 0.4B and 1.5B): decode ≥ 90% of the bound (the paired median where measured); "
-                 "decode ≥ 1.3× llama.cpp at Q4_0/Q4_K/Q5_1, ≥ 1.15× at Q8_0, never slower; prefill ≥ 1.5× llama.cpp; peak RSS ≤ file + 64 MiB; TTFT ≤ 0.3 s "
-                 "for 0.4B."),
+                 "decode ≥ 1.3× llama.cpp at Q4_0/Q4_K/Q5_1, ≥ 1.15× at Q8_0, never slower; prefill ≥ 1.5× "
+                 "llama.cpp; peak RSS ≤ file + 64 MiB; TTFT ≤ 0.3 s for 0.4B."),
             "",
             ("| model | type | thr | F32/F16 ≥ 67% of bound | ≥ 90% of bound | decode ×llama "
              "| prefill ×llama ≥ 1.5 | RSS − file ≤ 64 MiB | TTFT ≤ 0.3 s |"),
@@ -1247,7 +1254,7 @@ def main() -> None:
                         r = run_worker(eng, path, t, args.n_decode, args.prefill_runs, args.timeout, extra)
                     runs[eng].append(r)
                     row[eng] = best_of(runs[eng])
-                    bound = stats["bytes_per_token"] / (max(local) * 1e9) * 1e3
+                    bound = bound_ms(stats["bytes_per_token"], max(local))
                     paired = paired_fraction(r, stats["bytes_per_token"])
                     msg = r.get("error") or (f"decode {r['decode_ms']:.2f} ms ({bound / r['decode_ms'] * 100:.0f}% "
                                              f"of bound {bound:.2f}"
