@@ -4,6 +4,7 @@ from the figures, and --write-docs replaces only its own part of docs/PERFORMANC
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,16 @@ def test_other_versions_render_na_for_llama_and_keep_their_own_section(bench, tm
     text = doc.read_text()
     assert "old" not in text and text.count(bench.MARK_OTHER_BEGIN) == 1
     assert text.index("v7") < text.index(bench.MARK_END) < text.index("new") < text.index("## Tokenizer")
+
+
+def test_bandwidth_helper_compiles_and_reads(bench, tmp_path):
+    """The C read-bandwidth helper builds here and prints a plausible reading for 1 and 2 threads (it is what every
+    bound in docs/PERFORMANCE.md comes from; a helper that no longer compiles would fall back to numpy silently)."""
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler here: the bench falls back to numpy sums")
+    probe = bench.BandwidthProbe(tmp_path)
+    assert probe.exe is not None, "the helper did not compile"
+    for threads in (1, 2):
+        gbs = probe(threads, 64, 2)
+        assert 0.1 < gbs < 10_000, (threads, gbs)
+    assert "timed by the reading threads" in probe.how(64, 2)
