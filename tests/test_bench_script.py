@@ -4,7 +4,9 @@ from the figures, and --write-docs replaces only its own part of docs/PERFORMANC
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +186,32 @@ def test_bandwidth_helper_compiles_and_reads(bench, tmp_path):
         gbs = probe(threads, 64, 2)
         assert 0.1 < gbs < 10_000, (threads, gbs)
     assert "timed by the reading threads" in probe.how(64, 2)
+
+
+def test_ab_decode_runs_two_libraries_in_one_process(tmp_path):
+    """scripts/ab_decode.c builds and times one library against itself on a small model: both columns are
+    positive and the ratio of a library to itself stays near 1 (it would not if the two handles were mixed up)."""
+    from conftest import random_v7
+
+    from rwkvchat import _native
+    from rwkvchat.convert import write_gguf
+
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler here")
+    lib = _native.library_path()
+    exe = tmp_path / "ab_decode"
+    subprocess.run([cc, "-O2", "-I", str(REPO / "src/rwkvchat/native/include"), str(REPO / "scripts/ab_decode.c"),
+                    "-ldl", "-o", str(exe)], check=True)
+    model = tmp_path / "m.gguf"
+    write_gguf(random_v7(n_vocab=64, n_embd=128, n_layer=2, seed=3), model, dtype="q8_0")
+    out = subprocess.run([str(exe), lib, lib, str(model), "9", "4", "1"], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.match(r"A ([\d.]+) ms  B ([\d.]+) ms  B/A ([\d.]+)", out)
+    assert m, out
+    a, b, ratio = map(float, m.groups())
+    assert a > 0 and b > 0 and 0.5 < ratio < 2.0, out
+    assert "fastest third" in out
+    bad = subprocess.run([str(exe), lib, str(tmp_path / "missing.so"), str(model)], capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode == 1 and "ab_decode:" in bad.stderr
