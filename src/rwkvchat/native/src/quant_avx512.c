@@ -444,6 +444,21 @@ ALWAYS_INLINE void mv_pair32(int type, int n, int whole, const uint8_t *W, size_
     }
 }
 
+/* Rows [r0, r1) in pairs from the two halves of the range (see MV_PREFETCH_BYTES); whole as in mv_pair32. */
+ALWAYS_INLINE void mv_pairs32(int type, int whole, const uint8_t *W, size_t row_bytes, const act_view *xv,
+                              const uint8_t *buf, float *y, size_t r0, size_t r1, size_t cols, __m512i idx_w,
+                              __m512i idx_h, __m512i idx_d, const __m512i *ex) {
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            mv_pair32(type, 2, whole, W, row_bytes, xv, buf, y, a, b, cols, idx_w, idx_h, idx_d, ex);
+        } else {
+            mv_pair32(type, 1, whole, W, row_bytes, xv, buf, y, a, a, cols, idx_w, idx_h, idx_d, ex);
+        }
+    }
+}
+
 ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *buf,
                              float *y, size_t r0, size_t r1, size_t cols) {
     const int bb = (int)type_block_bytes(type);
@@ -473,25 +488,11 @@ ALWAYS_INLINE void mv_rows32(int type, const uint8_t *W, size_t row_bytes, const
         ex[j] = _mm512_setr_epi32(4 * j, 4 * j, 4 * j, 4 * j, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 2,
                                   4 * j + 2, 4 * j + 2, 4 * j + 2, 4 * j + 3, 4 * j + 3, 4 * j + 3, 4 * j + 3);
     }
-    const size_t h = (r1 - r0 + 1) / 2;
+    /* Two loops, each with `whole` a constant: one loop testing it per pair measured 8% slower from cache. */
     if (cols % 512 == 0) {
-        for (size_t k = 0; k < h; k++) {
-            const size_t a = r0 + k, b = r0 + h + k;
-            if (b < r1) {
-                mv_pair32(type, 2, 1, W, row_bytes, xv, buf, y, a, b, cols, idx_w, idx_h, idx_d, ex);
-            } else {
-                mv_pair32(type, 1, 1, W, row_bytes, xv, buf, y, a, a, cols, idx_w, idx_h, idx_d, ex);
-            }
-        }
-        return;
-    }
-    for (size_t k = 0; k < h; k++) {
-        const size_t a = r0 + k, b = r0 + h + k;
-        if (b < r1) {
-            mv_pair32(type, 2, 0, W, row_bytes, xv, buf, y, a, b, cols, idx_w, idx_h, idx_d, ex);
-        } else {
-            mv_pair32(type, 1, 0, W, row_bytes, xv, buf, y, a, a, cols, idx_w, idx_h, idx_d, ex);
-        }
+        mv_pairs32(type, 1, W, row_bytes, xv, buf, y, r0, r1, cols, idx_w, idx_h, idx_d, ex);
+    } else {
+        mv_pairs32(type, 0, W, row_bytes, xv, buf, y, r0, r1, cols, idx_w, idx_h, idx_d, ex);
     }
 }
 
@@ -630,6 +631,21 @@ ALWAYS_INLINE void mv8_pair(int n, int whole, const uint8_t *W, size_t row_bytes
     }
 }
 
+/* Rows [r0, r1) in pairs from the two halves of the range, as mv_pairs32. */
+ALWAYS_INLINE void mv8_pairs_rows(int whole, const uint8_t *W, size_t row_bytes, const act_view *xv,
+                                  const uint8_t *corr, float *y, size_t r0, size_t r1, size_t cols,
+                                  const __m512i *ex) {
+    const size_t h = (r1 - r0 + 1) / 2;
+    for (size_t k = 0; k < h; k++) {
+        const size_t a = r0 + k, b = r0 + h + k;
+        if (b < r1) {
+            mv8_pair(2, whole, W, row_bytes, xv, corr, y, a, b, cols, ex);
+        } else {
+            mv8_pair(1, whole, W, row_bytes, xv, corr, y, a, a, cols, ex);
+        }
+    }
+}
+
 ALWAYS_INLINE void mv_rows8(const uint8_t *W, size_t row_bytes, const act_view *xv, const uint8_t *corr, float *y,
                             size_t r0, size_t r1, size_t cols) {
     __m512i ex[8];
@@ -637,25 +653,10 @@ ALWAYS_INLINE void mv_rows8(const uint8_t *W, size_t row_bytes, const act_view *
         ex[j] = _mm512_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1,
                                   2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1);
     }
-    const size_t h = (r1 - r0 + 1) / 2;
     if (cols % 512 == 0) {
-        for (size_t k = 0; k < h; k++) {
-            const size_t a = r0 + k, b = r0 + h + k;
-            if (b < r1) {
-                mv8_pair(2, 1, W, row_bytes, xv, corr, y, a, b, cols, ex);
-            } else {
-                mv8_pair(1, 1, W, row_bytes, xv, corr, y, a, a, cols, ex);
-            }
-        }
-        return;
-    }
-    for (size_t k = 0; k < h; k++) {
-        const size_t a = r0 + k, b = r0 + h + k;
-        if (b < r1) {
-            mv8_pair(2, 0, W, row_bytes, xv, corr, y, a, b, cols, ex);
-        } else {
-            mv8_pair(1, 0, W, row_bytes, xv, corr, y, a, a, cols, ex);
-        }
+        mv8_pairs_rows(1, W, row_bytes, xv, corr, y, r0, r1, cols, ex);
+    } else {
+        mv8_pairs_rows(0, W, row_bytes, xv, corr, y, r0, r1, cols, ex);
     }
 }
 
