@@ -388,7 +388,7 @@ ALWAYS_INLINE void mv_quads4(int type, const uint8_t *p, const uint8_t *a, const
  * model), so there is no tail. The tail code's mere presence made GCC keep the accumulators in memory across it;
  * without it, 1 thread in cache on the Zen 5 VM, Q4_0 1024 x 1024 47 -> 63 GB/s (4096 x 4096 59 -> 65), Q4_1
  * 52 -> 70, Q5_1 48 -> 53. 0.4B decode (scripts/ab_decode.c, fastest third of the blocks): Q4_0 -4%, Q5_1 -3 to
- * -4% (with mv8_pair's, Q8_0 -2%); the same in the memory's slow phases.
+ * -4% (with mv8_pair's, Q8_0 -2%); no change in the memory's slow phases.
  */
 ALWAYS_INLINE void mv_pair32(int type, int n, int whole, const uint8_t *W, size_t row_bytes, const act_view *xv,
                              const uint8_t *buf, float *y, size_t a, size_t b, size_t cols, __m512i idx_w,
