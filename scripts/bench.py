@@ -438,12 +438,17 @@ def bound_ms(bytes_per_token: float, gbs: float) -> float:
     return bytes_per_token / (gbs * 1e9) * 1e3
 
 
+def c_compiler() -> str | None:
+    """The C compiler the bench's helpers are built with, or None where there is none."""
+    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
 class BandwidthProbe:
     """Measures the read bandwidth with the C helper, compiled once (numpy sums where no C compiler works)."""
 
     def __init__(self, workdir: Path) -> None:
         self.exe: Path | None = None
-        cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        cc = c_compiler()
         if cc:
             src = Path(workdir, "bw.c")
             exe = Path(workdir, "bw")
