@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -389,39 +390,49 @@ RWKVC_INLINE void gemm_generic(const void *W, size_t row_bytes, const void *X, s
     _Alignas(32) float wb[GB_MR * GB_KC];
     const size_t es = wt == WT_F32 ? 4 : 2;
     const char *Wc = W;
+    /* With more than one row block, the token block's columns are transposed once for all of them (cols x GB_T
+       floats, 1 MB at 4096 columns) instead of once per row block; without the memory, once per row block. */
+    float *xall = r1 - r0 > GB_MC ? aligned_alloc(32, (cols + GB_KC - 1) / GB_KC * sizeof(xt)) : NULL;
     for (size_t t0 = 0; t0 < n_vec; t0 += GB_T) {
         size_t nt = n_vec - t0 < GB_T ? n_vec - t0 : GB_T, NS = (nt + 15) / 16;
         const char *Xb = (const char *)X + t0 * x_stride;
+        for (size_t k0 = 0; xall && k0 < cols; k0 += GB_KC) {
+            pack_xt(Xb, x_stride, nt, NS, k0, cols - k0 < GB_KC ? cols - k0 : GB_KC, xall + k0 / GB_KC * GB_KC * GB_T);
+        }
         for (size_t rb = r0; rb < r1; rb += GB_MC) {
             size_t mc = r1 - rb < GB_MC ? r1 - rb : GB_MC;
             for (size_t k0 = 0; k0 < cols; k0 += GB_KC) {
                 size_t kc = cols - k0 < GB_KC ? cols - k0 : GB_KC;
                 int first = k0 == 0;
-                pack_xt(Xb, x_stride, nt, NS, k0, kc, xt);
+                float *xt_k = xall ? xall + k0 / GB_KC * GB_KC * GB_T : xt;
+                if (!xall) {
+                    pack_xt(Xb, x_stride, nt, NS, k0, kc, xt);
+                }
                 size_t r = 0;
                 for (; r + GB_MR <= mc; r += GB_MR) {
                     const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, GB_MR, es);
-                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, GB_MR, wt);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt_k, NS, cb + r * GB_T, wb, first, pf, GB_MR, wt);
                 }
                 /* The last mc % 6 rows: tiles of 4, 2 and 1 rows. */
                 if (r + 4 <= mc) {
                     const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, 4, es);
-                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, 4, wt);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt_k, NS, cb + r * GB_T, wb, first, pf, 4, wt);
                     r += 4;
                 }
                 if (r + 2 <= mc) {
                     const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, 2, es);
-                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, 2, wt);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt_k, NS, cb + r * GB_T, wb, first, pf, 2, wt);
                     r += 2;
                 }
                 if (r < mc) {
                     const char *pf = pf_target(Wc, row_bytes, rb, mc, r, k0, cols, 1, es);
-                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt, NS, cb + r * GB_T, wb, first, pf, 1, wt);
+                    gemm_tile(Wc, row_bytes, rb + r, k0, kc, xt_k, NS, cb + r * GB_T, wb, first, pf, 1, wt);
                 }
             }
             write_out(cb, mc, nt, Y + t0 * ldy, ldy, rb);
         }
     }
+    free(xall);
 }
 
 static size_t float_act_bytes(size_t cols) {

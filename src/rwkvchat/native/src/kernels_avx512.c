@@ -19,6 +19,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -406,19 +407,30 @@ RWKVC_INLINE const char *pf_target(const char *W, size_t row_bytes, size_t rb, s
     return (const char *)((uintptr_t)W + (rb + rr) * row_bytes + kk * es);
 }
 
-/* One token block (nt <= GB_T tokens, NJ = ceil(nt / 16)) for rows [r0, r1). */
+/*
+ * One token block (nt <= GB_T tokens, NJ = ceil(nt / 16)) for rows [r0, r1). xall (NULL: not available) holds room
+ * for every column block's transposed activations, so they are transposed once for all row blocks; otherwise xt
+ * takes one column block at a time, transposed again for each row block.
+ */
 RWKVC_INLINE void gemm_tblock(const char *W, size_t row_bytes, const char *X, size_t x_stride, size_t nt, float *Y,
-                              size_t ldy, size_t r0, size_t r1, size_t cols, float *xt, float *cb, float *wb,
-                              int NJ, int wt) {
+                              size_t ldy, size_t r0, size_t r1, size_t cols, float *xt, float *xall, float *cb,
+                              float *wb, int NJ, int wt) {
     /* Rows per micro-tile: MR x NJ accumulators (24 for NJ >= 2), at least 12 independent FMA chains. */
     const int MR = NJ >= 4 ? 6 : NJ == 3 ? 8 : 12;
     const size_t es = wt == WT_F32 ? 4 : 2;
+    for (size_t k0 = 0; xall && k0 < cols; k0 += GB_KC) {
+        pack_xt(X, x_stride, nt, k0, cols - k0 < GB_KC ? cols - k0 : GB_KC, xall + k0 / GB_KC * (GB_KC * GB_T), NJ);
+    }
     for (size_t rb = r0; rb < r1; rb += GB_MC) {
         size_t mc = r1 - rb < GB_MC ? r1 - rb : GB_MC;
         for (size_t k0 = 0; k0 < cols; k0 += GB_KC) {
             size_t kc = cols - k0 < GB_KC ? cols - k0 : GB_KC;
             int first = k0 == 0;
-            pack_xt(X, x_stride, nt, k0, kc, xt, NJ);
+            if (xall) {
+                xt = xall + k0 / GB_KC * (GB_KC * GB_T);
+            } else {
+                pack_xt(X, x_stride, nt, k0, kc, xt, NJ);
+            }
             size_t r = 0;
             for (; r + MR <= mc; r += MR) {
                 const char *pf = pf_target(W, row_bytes, rb, mc, r, k0, cols, MR, es);
@@ -448,17 +460,21 @@ RWKVC_INLINE void gemm_generic(const void *W, size_t row_bytes, const void *X, s
     _Alignas(64) float xt[GB_KC * GB_T];
     _Alignas(64) float cb[GB_MC * GB_T];
     _Alignas(64) float wb[GB_MR * GB_KC];
+    /* Room to transpose a token block's columns once for all row blocks (1 MB at 4096 columns), when there is more
+       than one; AVX2 F16 prefill, 0.4B: 297 -> 306 tokens/s. Without it, once per row block as before. */
+    float *xall = r1 - r0 > GB_MC ? aligned_alloc(64, (cols + GB_KC - 1) / GB_KC * sizeof(xt)) : NULL;
     for (size_t t0 = 0; t0 < n_vec; t0 += GB_T) {
         size_t nt = n_vec - t0 < GB_T ? n_vec - t0 : GB_T;
         const char *Xb = (const char *)X + t0 * x_stride;
         float *Yb = Y + t0 * ldy;
         switch ((nt + 15) / 16) {
-        case 4: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 4, wt); break;
-        case 3: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 3, wt); break;
-        case 2: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 2, wt); break;
-        default: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, cb, wb, 1, wt); break;
+        case 4: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, xall, cb, wb, 4, wt); break;
+        case 3: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, xall, cb, wb, 3, wt); break;
+        case 2: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, xall, cb, wb, 2, wt); break;
+        default: gemm_tblock(W, row_bytes, Xb, x_stride, nt, Yb, ldy, r0, r1, cols, xt, xall, cb, wb, 1, wt); break;
         }
     }
+    free(xall);
 }
 
 static size_t float_act_bytes(size_t cols) {
