@@ -6,8 +6,8 @@
  * ggml sign trick (|w| as the unsigned operand of vpmaddubsw, the sign moved onto x); unsigned weights (Q4_1, Q5_1,
  * Q4_K, Q5_K) go straight into vpmaddubsw. Pair sums cannot saturate int16: |w| <= 128, |x| <= 127.
  *
- * matmat with 4 or more vectors runs the packed GEMM below for the 4- and 5-bit types (16 rows decoded once per
- * tile, then every vector against it). Q8_0, Q6_K and fewer vectors decode each weight block once and apply it to
+ * matmat with 4 or more vectors runs the packed GEMM below for the 4- and 5-bit types and Q8_0 (16 rows decoded
+ * once per tile, then every vector against it). Q6_K and fewer vectors decode each weight block once and apply it to
  * up to 4 activation vectors, walking rows in tiles so a tile of weights stays in cache while all the vectors pass
  * over it (sequence mode reads the weights once per tile).
  * The row kernels themselves live in quant_x86.h, shared with quant_avx512.c (which runs them with VNNI).
@@ -43,7 +43,7 @@ ALWAYS_INLINE void matvec_generic(int type, const void *W, size_t row_bytes, con
  * vpmaddubsw of a packed group (4 elements x 8 rows, unsigned) against 4 activation bytes broadcast to every row
  * gives pair sums that are added in int16 before one vpmaddwd: 4-bit quants allow all 8 groups of a block
  * (16 products of at most 15 * 127: |sum| <= 30480), 5-bit quants 4 groups (8 x 31 * 127 = 31496), so the int16
- * sums are exact. Q8_0 (unsigned q + 128 would saturate vpmaddubsw) keeps the row kernels.
+ * sums are exact. Q8_0 takes a tile of its own (pk_tile_q8_avx2).
  */
 #define PK_NV 4
 #define PK_MIN_NV 4
@@ -99,8 +99,82 @@ ALWAYS_INLINE void pk_tile_avx2(int five, int nv, const uint8_t *wq, const float
     }
 }
 
+/*
+ * The packed GEMM's tile for Q8_0. pk_pack stores q + 128 (unsigned), whose vpmaddubsw pair sums would saturate
+ * int16 (2 * 255 * 127), so the signed q comes back by an xor and the ggml sign trick applies: |q| as the unsigned
+ * operand, the sign moved onto the activation bytes (pairs at most 2 * 128 * 127 = 32512). Groups go outside the
+ * vectors, so each group's q and |q| are made once for all nv vectors; each group's pair sums go to int32 at once.
+ * Per block and vector, the int32 sums of the 16 rows are scaled by d * d_x (no min term: q is signed).
+ * 1 thread, 4096 x 4096, 64 vectors: 58 GMAC/s with the row kernels before, 76.5 with this tile.
+ */
+ALWAYS_INLINE void pk_tile_q8_avx2(int nv, const uint8_t *wq, const float *dw, size_t nb, const act_view *xs,
+                                   float *Y, size_t ldy, size_t r, size_t nr) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256 acc[2][PK_NV];
+    for (int t = 0; t < nv; t++) {
+        acc[0][t] = _mm256_setzero_ps();
+        acc[1][t] = _mm256_setzero_ps();
+    }
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wq + b * QK * PK_ROWS;
+        __m256i i0[PK_NV];
+        __m256i i1[PK_NV];
+        for (int t = 0; t < nv; t++) {
+            i0[t] = _mm256_setzero_si256();
+            i1[t] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m256i w0 = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(wb + g * 64)), bias);
+            const __m256i w1 = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(wb + g * 64 + 32)), bias);
+            const __m256i a0 = _mm256_sign_epi8(w0, w0);
+            const __m256i a1 = _mm256_sign_epi8(w1, w1);
+            for (int t = 0; t < nv; t++) {
+                int32_t x4;
+                memcpy(&x4, xs[t].q + b * QK + 4 * g, 4);
+                const __m256i xv = _mm256_set1_epi32(x4);
+                const __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, w0));
+                const __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, w1));
+                i0[t] = _mm256_add_epi32(i0[t], _mm256_madd_epi16(p0, ones));
+                i1[t] = _mm256_add_epi32(i1[t], _mm256_madd_epi16(p1, ones));
+            }
+        }
+        const __m256 dw0 = _mm256_load_ps(dw + b * PK_ROWS);
+        const __m256 dw1 = _mm256_load_ps(dw + b * PK_ROWS + 8);
+        for (int t = 0; t < nv; t++) {
+            const __m256 dx = _mm256_set1_ps(xs[t].d[b]);
+            acc[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0[t]), _mm256_mul_ps(dw0, dx), acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1[t]), _mm256_mul_ps(dw1, dx), acc[1][t]);
+        }
+    }
+    for (int t = 0; t < nv; t++) {
+        float out[PK_ROWS];
+        _mm256_storeu_ps(out, acc[0][t]);
+        _mm256_storeu_ps(out + 8, acc[1][t]);
+        memcpy(Y + t * ldy + r, out, nr * sizeof(float));
+    }
+}
+
 ALWAYS_INLINE void pk_tiles_avx2(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
                                  const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
+    if (five < 0) {
+        switch (nv) {
+        case 1:
+            pk_tile_q8_avx2(1, wq, dw, nb, xs, Y, ldy, r, nr);
+            break;
+        case 2:
+            pk_tile_q8_avx2(2, wq, dw, nb, xs, Y, ldy, r, nr);
+            break;
+        case 3:
+            pk_tile_q8_avx2(3, wq, dw, nb, xs, Y, ldy, r, nr);
+            break;
+        default:
+            pk_tile_q8_avx2(PK_NV, wq, dw, nb, xs, Y, ldy, r, nr);
+            break;
+        }
+        return;
+    }
     switch (nv) {
     case 1:
         pk_tile_avx2(five, 1, wq, dw, mw, nb, xs, Y, ldy, r, nr);
@@ -120,7 +194,8 @@ ALWAYS_INLINE void pk_tiles_avx2(int five, int nv, const uint8_t *wq, const floa
 /* Packed GEMM over rows [r0, r1); returns 0 (nothing written) if the scratch buffers cannot be allocated. */
 ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
                                 size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
-    const int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K;
+    /* 1: 5-bit quants (int16 sums over 4 groups), 0: 4-bit (8 groups), -1: Q8_0 (pk_tile_q8_avx2). */
+    const int five = type == T_Q8_0 ? -1 : type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K;
     const size_t nb = cols / QK;
     const size_t ntiles = pk_tiles_for(cols);
     pk_buffers pb[PK_TILES];
@@ -161,7 +236,7 @@ ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const
 
 ALWAYS_INLINE void matmat_generic(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
                                   size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
-    if (type != T_Q8_0 && type != T_Q6_K && n_vec >= PK_MIN_NV &&
+    if (type != T_Q6_K && n_vec >= PK_MIN_NV &&
         matmat_packed(type, W, row_bytes, X, x_stride, n_vec, Y, ldy, r0, r1, cols)) {
         return;
     }
