@@ -48,6 +48,16 @@ ALWAYS_INLINE void matvec_generic(int type, const void *W, size_t row_bytes, con
 #define PK_NV 4
 #define PK_MIN_NV 4
 
+/* Y[t][r .. r + nr) = the tile's sums for its nv vectors (acc[0]: rows 0..7, acc[1]: rows 8..15). */
+ALWAYS_INLINE void pk_store_tile(int nv, __m256 acc[2][PK_NV], float *Y, size_t ldy, size_t r, size_t nr) {
+    for (int t = 0; t < nv; t++) {
+        float out[PK_ROWS];
+        _mm256_storeu_ps(out, acc[0][t]);
+        _mm256_storeu_ps(out + 8, acc[1][t]);
+        memcpy(Y + t * ldy + r, out, nr * sizeof(float));
+    }
+}
+
 ALWAYS_INLINE void pk_tile_avx2(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
                                 const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -91,12 +101,7 @@ ALWAYS_INLINE void pk_tile_avx2(int five, int nv, const uint8_t *wq, const float
             acc[1][t] = _mm256_fmadd_ps(mw1, sx, acc[1][t]);
         }
     }
-    for (int t = 0; t < nv; t++) {
-        float out[PK_ROWS];
-        _mm256_storeu_ps(out, acc[0][t]);
-        _mm256_storeu_ps(out + 8, acc[1][t]);
-        memcpy(Y + t * ldy + r, out, nr * sizeof(float));
-    }
+    pk_store_tile(nv, acc, Y, ldy, r, nr);
 }
 
 /*
@@ -148,45 +153,33 @@ ALWAYS_INLINE void pk_tile_q8_avx2(int nv, const uint8_t *wq, const float *dw, s
             acc[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1[t]), _mm256_mul_ps(dw1, dx), acc[1][t]);
         }
     }
-    for (int t = 0; t < nv; t++) {
-        float out[PK_ROWS];
-        _mm256_storeu_ps(out, acc[0][t]);
-        _mm256_storeu_ps(out + 8, acc[1][t]);
-        memcpy(Y + t * ldy + r, out, nr * sizeof(float));
+    pk_store_tile(nv, acc, Y, ldy, r, nr);
+}
+
+/* five as in matmat_packed: 1 / 0 the 4- and 5-bit tile, -1 Q8_0's. */
+ALWAYS_INLINE void pk_tile_kind(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+                                const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
+    if (five < 0) {
+        pk_tile_q8_avx2(nv, wq, dw, nb, xs, Y, ldy, r, nr);
+    } else {
+        pk_tile_avx2(five, nv, wq, dw, mw, nb, xs, Y, ldy, r, nr);
     }
 }
 
 ALWAYS_INLINE void pk_tiles_avx2(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
                                  const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
-    if (five < 0) {
-        switch (nv) {
-        case 1:
-            pk_tile_q8_avx2(1, wq, dw, nb, xs, Y, ldy, r, nr);
-            break;
-        case 2:
-            pk_tile_q8_avx2(2, wq, dw, nb, xs, Y, ldy, r, nr);
-            break;
-        case 3:
-            pk_tile_q8_avx2(3, wq, dw, nb, xs, Y, ldy, r, nr);
-            break;
-        default:
-            pk_tile_q8_avx2(PK_NV, wq, dw, nb, xs, Y, ldy, r, nr);
-            break;
-        }
-        return;
-    }
     switch (nv) {
     case 1:
-        pk_tile_avx2(five, 1, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(five, 1, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     case 2:
-        pk_tile_avx2(five, 2, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(five, 2, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     case 3:
-        pk_tile_avx2(five, 3, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(five, 3, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     default:
-        pk_tile_avx2(five, PK_NV, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(five, PK_NV, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     }
 }
