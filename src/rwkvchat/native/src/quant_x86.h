@@ -185,9 +185,10 @@ ALWAYS_INLINE void step32_256(int type, int nv, int vnni, const uint8_t *blk, si
  * Scales of 8 consecutive 32-element blocks as 8-float vectors d and m (value = d * q + m, as decode32), instead
  * of 8 scalar conversions, multiplies and broadcasts. The f16 headers are packed by scalar loads, shifts and ors
  * (the integer units are otherwise idle in these kernels) into 64-bit words that become one vector by two moves.
- * A gather (vpgatherdd) did this before: it cost about 30% of the AVX2 Q4_0 matvec on Zen 5 (1 thread, 1024 x
- * 4096 from L2: 20.8 GB/s with it, 29.0 with constant scales, 24.3 with these loads), and gathers are slow on
- * Intel CPUs with the Gather Data Sampling microcode too.
+ * A gather (vpgatherdd) did this before: in a one-block-per-register draft of mv32x2_rows (AVX2 Q4_0, Zen 5) it cost
+ * about 30% (1 thread, 1024 x 4096 from L2: 20.8 GB/s with it, 29.0 with constant scales, 24.3 with these loads;
+ * Q4_1's d and m: 26.2 with it, 30.0 with these), and gathers are slow on Intel CPUs with the Gather Data
+ * Sampling microcode too.
  */
 ALWAYS_INLINE __m128i pack8_u16(const uint8_t *p, size_t stride) {
     uint64_t w[2];
