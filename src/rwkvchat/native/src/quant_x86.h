@@ -370,7 +370,7 @@ ALWAYS_INLINE void mv32x2_prep(const int8_t *q, size_t nb, int8_t *out) {
  * a shift with no lane-crossing shuffle; the two vpmaddubsw results are added in int16 (at most 4 * 31 * 127 =
  * 15748) before one vpmaddwd.
  */
-ALWAYS_INLINE __m256i dot2_blocks(int type, int vnni, const uint8_t *p, size_t bb, const int8_t *x2) {
+ALWAYS_INLINE __m256i dot2_blocks(int type, const uint8_t *p, size_t bb, const int8_t *x2) {
     const size_t o = nibble_offset(type);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i v = _mm256_inserti128_si256(
@@ -387,12 +387,6 @@ ALWAYS_INLINE __m256i dot2_blocks(int type, int vnni, const uint8_t *p, size_t b
     }
     const __m256i xa = _mm256_loadu_si256((const __m256i *)(const void *)x2);
     const __m256i xb = _mm256_loadu_si256((const __m256i *)(const void *)(x2 + 32));
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    if (vnni) {
-        return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, xa), hi, xb);
-    }
-#endif
-    (void)vnni;
     const __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
     return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
 }
@@ -424,7 +418,7 @@ ALWAYS_INLINE void mv32x2_rows(int type, int n_rows, int vnni, const uint8_t *W,
             __m256i p[4];
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
-                p[j] = dot2_blocks(type, vnni, blk + 2 * j * bb, bb, x2 + (b + 2 * j) * QK);
+                p[j] = dot2_blocks(type, blk + 2 * j * bb, bb, x2 + (b + 2 * j) * QK);
             }
             const __m256i sums = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
             __m256 dv, mv;
@@ -448,6 +442,19 @@ ALWAYS_INLINE void mv32x2_rows(int type, int n_rows, int vnni, const uint8_t *W,
 #define MV32X2_MAX_COLS 16384
 
 /*
+ * Whether rows32_256 takes mv32x2_rows for a single vector: in the AVX2 build only. The AVX-512 build decodes
+ * with its 512-bit kernels and reaches rows32_256 only for sequence-mode remainders (1-3 vectors), where a new
+ * summation order would gain nothing and would move its results: with quantized activations a last-bit change
+ * can flip an activation's rounding, and rwkv.cpp's tiny 6v0-3m Q5_0 model then moved its three-token logits by
+ * up to 0.03 (a sum of differences past test_rwkvcpp_native's bound).
+ */
+#if defined(__AVX512F__)
+#define MV32X2_ON 0
+#else
+#define MV32X2_ON 1
+#endif
+
+/*
  * Y[t][r] for t < nv over rows [r0, r1) for the 32-element types. type and nv are compile-time constants after
  * inlining, so each (type, nv) pair becomes a branch-free loop. A single vector's rows go in pairs from the two
  * halves of the range, blocks in step; for the 4- and 5-bit types through mv32x2_rows (AVX2, 1 thread, 1024 x
@@ -466,7 +473,7 @@ ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size
         return;
     }
     const size_t h = (r1 - r0 + 1) / 2;
-    if (type != T_Q8_0 && cols <= MV32X2_MAX_COLS) {
+    if (MV32X2_ON && type != T_Q8_0 && cols <= MV32X2_MAX_COLS) {
         _Alignas(32) int8_t x2[MV32X2_MAX_COLS];
         mv32x2_prep(xs->q, cols / QK, x2);
         for (size_t k = 0; k < h; k++) {
