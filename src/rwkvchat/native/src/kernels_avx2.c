@@ -397,14 +397,14 @@ RWKVC_INLINE void gemm_generic(const void *W, size_t row_bytes, const void *X, s
         size_t nt = n_vec - t0 < GB_T ? n_vec - t0 : GB_T, NS = (nt + 15) / 16;
         const char *Xb = (const char *)X + t0 * x_stride;
         for (size_t k0 = 0; xall && k0 < cols; k0 += GB_KC) {
-            pack_xt(Xb, x_stride, nt, NS, k0, cols - k0 < GB_KC ? cols - k0 : GB_KC, xall + k0 / GB_KC * GB_KC * GB_T);
+            pack_xt(Xb, x_stride, nt, NS, k0, cols - k0 < GB_KC ? cols - k0 : GB_KC, xall + k0 * GB_T);
         }
         for (size_t rb = r0; rb < r1; rb += GB_MC) {
             size_t mc = r1 - rb < GB_MC ? r1 - rb : GB_MC;
             for (size_t k0 = 0; k0 < cols; k0 += GB_KC) {
                 size_t kc = cols - k0 < GB_KC ? cols - k0 : GB_KC;
                 int first = k0 == 0;
-                float *xt_k = xall ? xall + k0 / GB_KC * GB_KC * GB_T : xt;
+                float *xt_k = xall ? xall + k0 * GB_T : xt;
                 if (!xall) {
                     pack_xt(Xb, x_stride, nt, NS, k0, kc, xt);
                 }

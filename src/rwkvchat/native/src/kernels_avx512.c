@@ -419,7 +419,7 @@ RWKVC_INLINE void gemm_tblock(const char *W, size_t row_bytes, const char *X, si
     const int MR = NJ >= 4 ? 6 : NJ == 3 ? 8 : 12;
     const size_t es = wt == WT_F32 ? 4 : 2;
     for (size_t k0 = 0; xall && k0 < cols; k0 += GB_KC) {
-        pack_xt(X, x_stride, nt, k0, cols - k0 < GB_KC ? cols - k0 : GB_KC, xall + k0 / GB_KC * (GB_KC * GB_T), NJ);
+        pack_xt(X, x_stride, nt, k0, cols - k0 < GB_KC ? cols - k0 : GB_KC, xall + k0 * GB_T, NJ);
     }
     for (size_t rb = r0; rb < r1; rb += GB_MC) {
         size_t mc = r1 - rb < GB_MC ? r1 - rb : GB_MC;
@@ -427,7 +427,7 @@ RWKVC_INLINE void gemm_tblock(const char *W, size_t row_bytes, const char *X, si
             size_t kc = cols - k0 < GB_KC ? cols - k0 : GB_KC;
             int first = k0 == 0;
             if (xall) {
-                xt = xall + k0 / GB_KC * (GB_KC * GB_T);
+                xt = xall + k0 * GB_T;
             } else {
                 pack_xt(X, x_stride, nt, k0, kc, xt, NJ);
             }

@@ -156,30 +156,30 @@ ALWAYS_INLINE void pk_tile_q8_avx2(int nv, const uint8_t *wq, const float *dw, s
     pk_store_tile(nv, acc, Y, ldy, r, nr);
 }
 
-/* five as in matmat_packed: 1 / 0 the 4- and 5-bit tile, -1 Q8_0's. */
-ALWAYS_INLINE void pk_tile_kind(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+/* kind as in matmat_packed: 1 / 0 the 5- / 4-bit tile (pk_tile_avx2's five), -1 Q8_0's. */
+ALWAYS_INLINE void pk_tile_kind(int kind, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
                                 const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
-    if (five < 0) {
+    if (kind < 0) {
         pk_tile_q8_avx2(nv, wq, dw, nb, xs, Y, ldy, r, nr);
     } else {
-        pk_tile_avx2(five, nv, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_avx2(kind, nv, wq, dw, mw, nb, xs, Y, ldy, r, nr);
     }
 }
 
-ALWAYS_INLINE void pk_tiles_avx2(int five, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
+ALWAYS_INLINE void pk_tiles_avx2(int kind, int nv, const uint8_t *wq, const float *dw, const float *mw, size_t nb,
                                  const act_view *xs, float *Y, size_t ldy, size_t r, size_t nr) {
     switch (nv) {
     case 1:
-        pk_tile_kind(five, 1, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(kind, 1, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     case 2:
-        pk_tile_kind(five, 2, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(kind, 2, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     case 3:
-        pk_tile_kind(five, 3, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(kind, 3, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     default:
-        pk_tile_kind(five, PK_NV, wq, dw, mw, nb, xs, Y, ldy, r, nr);
+        pk_tile_kind(kind, PK_NV, wq, dw, mw, nb, xs, Y, ldy, r, nr);
         break;
     }
 }
@@ -188,7 +188,7 @@ ALWAYS_INLINE void pk_tiles_avx2(int five, int nv, const uint8_t *wq, const floa
 ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const void *X, size_t x_stride,
                                 size_t n_vec, float *Y, size_t ldy, size_t r0, size_t r1, size_t cols) {
     /* 1: 5-bit quants (int16 sums over 4 groups), 0: 4-bit (8 groups), -1: Q8_0 (pk_tile_q8_avx2). */
-    const int five = type == T_Q8_0 ? -1 : type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K;
+    const int kind = type == T_Q8_0 ? -1 : type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K;
     const size_t nb = cols / QK;
     const size_t ntiles = pk_tiles_for(cols);
     pk_buffers pb[PK_TILES];
@@ -217,7 +217,7 @@ ALWAYS_INLINE int matmat_packed(int type, const void *W, size_t row_bytes, const
             for (size_t k = 0; k < nt; k++) {
                 const size_t r = rb + k * PK_ROWS;
                 const size_t nr = r1 - r < PK_ROWS ? r1 - r : PK_ROWS;
-                pk_tiles_avx2(five, (int)nv, pb[k].wq, pb[k].dw, pb[k].mw, nb, xs, Y + t * ldy, ldy, r, nr);
+                pk_tiles_avx2(kind, (int)nv, pb[k].wq, pb[k].dw, pb[k].mw, nb, xs, Y + t * ldy, ldy, r, nr);
             }
         }
     }

@@ -397,7 +397,7 @@ ALWAYS_INLINE __m256i dot2_blocks(int type, const uint8_t *p, size_t bb, const i
  * one convert and one FMA with the 8 scales d * d_x in the same order; the min term is one FMA per group. The
  * last nb % 8 blocks take step32_256. x2 is the activation in mv32x2_prep's order.
  */
-ALWAYS_INLINE void mv32x2_rows(int type, int n_rows, int vnni, const uint8_t *W, size_t row_bytes, const act_view *xv,
+ALWAYS_INLINE void mv32x2_rows(int type, int n_rows, const uint8_t *W, size_t row_bytes, const act_view *xv,
                                const int8_t *x2, float *y, size_t a, size_t b2, size_t cols) {
     const size_t nb = cols / QK, bb = type_block_bytes(type);
     const uint8_t *row[2] = {W + a * row_bytes, W + b2 * row_bytes};
@@ -432,7 +432,7 @@ ALWAYS_INLINE void mv32x2_rows(int type, int n_rows, int vnni, const uint8_t *W,
     for (int k = 0; k < n_rows; k++) {
         __m256 acc1 = _mm256_setzero_ps();
         for (size_t t = b; t < nb; t++) {
-            step32_256(type, 1, vnni, row[k] + t * bb, t, xv, &acc1, &accm[k]);
+            step32_256(type, 1, 0, row[k] + t * bb, t, xv, &acc1, &accm[k]);
         }
         y[r[k]] = hsum8(_mm256_add_ps(acc[k], acc1)) + (hsum8(accv[k]) + accm[k]);
     }
@@ -478,7 +478,7 @@ ALWAYS_INLINE void rows32_256(int type, int nv, int vnni, const uint8_t *W, size
         mv32x2_prep(xs->q, cols / QK, x2);
         for (size_t k = 0; k < h; k++) {
             const size_t a = r0 + k, b = r0 + h + k;
-            mv32x2_rows(type, b < r1 ? 2 : 1, vnni, W, row_bytes, xs, x2, Y, a, b, cols);
+            mv32x2_rows(type, b < r1 ? 2 : 1, W, row_bytes, xs, x2, Y, a, b, cols);
         }
         return;
     }
