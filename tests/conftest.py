@@ -332,6 +332,12 @@ def run_modes(model, tokens: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarr
     scale = max(out["seq"][0].std(), 1e-6)
     assert np.abs(last - out["seq"][0][-1]).max() <= seq_tolerance(model) * scale
     assert np.abs(last2 - last).max() <= seq_tolerance(model) * scale
+    # forward() leaves out the last layer's outputs that no logit reads (all but the last token's, and all of them
+    # with logits=False); the state must come out as forward_all's.
+    want_state = out["seq"][1]
+    state_scale = max(np.abs(want_state).max(), 1e-6)
+    for state in (s1, s2):
+        assert np.abs(state.to_numpy() - want_state).max() <= seq_tolerance(model) * state_scale
     return out
 
 

@@ -65,33 +65,44 @@ static void shift_maa(const float *a, const float *prev0, size_t T, size_t D, co
     }
 }
 
-/* Channel mix (rwkv-architectures.md §1.2 C1-C3, §3.2): x += sigmoid(Wr xr) * (Wv relu(Wk xk)^2). */
-static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *ffn_prev, int v6_shift,
+/*
+ * Channel mix (rwkv-architectures.md §1.2 C1-C3, §3.2): x += sigmoid(Wr xr) * (Wv relu(Wk xk)^2), for the last
+ * n_out of the T tokens (fewer than T only in the last layer, see rwkvc_legacy_eval; 0 only brings ffn_prev up to
+ * date). The token before the first output token is only normalised, as that token's shifted-in input.
+ */
+static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, size_t n_out, float *ffn_prev, int v6_shift,
                         rwkvc_legacy_bufs *b) {
     const rwkvc_model *m = c->model;
     const size_t D = m->info.n_embd, F = m->info.n_ffn;
-    for (size_t t = 0; t < T; t++) {
+    const size_t skip = T - n_out, first = skip > 0 ? skip - 1 : 0;
+    for (size_t t = first; t < T; t++) {
         rwkvc_layer_norm(b->x + t * D, b->a + t * D, ly->ln2_w, ly->ln2_b, D, m->ln_eps);
     }
+    if (n_out == 0) {
+        memcpy(ffn_prev, b->a + (T - 1) * D, D * sizeof(float));
+        return;
+    }
+    const float *a = b->a + skip * D, *prev0 = skip > 0 ? a - D : ffn_prev;
+    float *x = b->x + skip * D;
     if (v6_shift) {
-        shift_maa(b->a, ffn_prev, T, D, ly->ffn_mix_k, b->xk);
-        shift_maa(b->a, ffn_prev, T, D, ly->ffn_mix_r, b->xr);
+        shift_maa(a, prev0, n_out, D, ly->ffn_mix_k, b->xk);
+        shift_maa(a, prev0, n_out, D, ly->ffn_mix_r, b->xr);
     } else {
-        rwkvc_legacy_shift_mu(b->a, ffn_prev, T, D, ly->ffn_mix_k, b->xk);
-        rwkvc_legacy_shift_mu(b->a, ffn_prev, T, D, ly->ffn_mix_r, b->xr);
+        rwkvc_legacy_shift_mu(a, prev0, n_out, D, ly->ffn_mix_k, b->xk);
+        rwkvc_legacy_shift_mu(a, prev0, n_out, D, ly->ffn_mix_r, b->xr);
     }
     memcpy(ffn_prev, b->a + (T - 1) * D, D * sizeof(float));
     const rwkvc_mm_op ops[2] = {
         {&ly->ffn_r, b->xr, D, b->r, D},
         {&ly->ffn_k, b->xk, D, b->ffn, F},
     };
-    rwkvc_matmul_multi(c, ops, 2, T);
-    rwkvc_relu_sq(b->ffn, T * F);
-    rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, T, b->tmp, D);
+    rwkvc_matmul_multi(c, ops, 2, n_out);
+    rwkvc_relu_sq(b->ffn, n_out * F);
+    rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, n_out, b->tmp, D);
     /* x += sigmoid(r) * out; r is not read again, so it takes the gate (e^x in batches: vexp.h). */
-    rwkvc_sigmoid_batch(rwkvc_expf_get(c->model->isa), b->r, b->r, T * D);
-    for (size_t i = 0; i < T * D; i++) {
-        b->x[i] += b->r[i] * b->tmp[i];
+    rwkvc_sigmoid_batch(rwkvc_expf_get(c->model->isa), b->r, b->r, n_out * D);
+    for (size_t i = 0; i < n_out * D; i++) {
+        x[i] += b->r[i] * b->tmp[i];
     }
 }
 
@@ -110,6 +121,9 @@ void rwkvc_legacy_eval(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *st
         rwkvc_embed_row(m, tokens[t], b.x + t * D);
         rwkvc_layer_norm(b.x + t * D, b.x + t * D, m->ln0_w, m->ln0_b, D, m->ln_eps);
     }
+    /* The last layer's channel mix runs only for the tokens whose logits are wanted (the last one, or none: an
+       earlier chunk of a prompt leaves only its state), as in forward_v7.c: 8/13 of one of a v6 model's layers. */
+    const size_t n_ffn = all_logits ? T : logits ? 1 : 0;
     for (uint32_t l = 0; l < m->info.n_layer; l++) {
         const rwkvc_layer *ly = &m->layers[l];
         float *st = state + (size_t)l * layer_len;
@@ -118,7 +132,7 @@ void rwkvc_legacy_eval(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float *st
         }
         time_mix(c, ly, T, st, &b);
         memcpy(st, b.a + (T - 1) * D, D * sizeof(float));
-        channel_mix(c, ly, T, st + layer_len - D, v6_shift, &b);
+        channel_mix(c, ly, T, l + 1 == m->info.n_layer ? n_ffn : T, st + layer_len - D, v6_shift, &b);
         /* fp16 rescale (rwkv-architectures.md §7.3): this file's output/value matrices were pre-divided. */
         if (R > 0 && (l + 1) % R == 0) {
             for (size_t i = 0; i < T * D; i++) {

@@ -354,7 +354,13 @@ static void relu_sq_task(void *arg, size_t i0, size_t i1) {
     rwkvc_relu_sq(j->sq + i0, i1 - i0);
 }
 
-static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, float *st, v7_bufs *b) {
+/*
+ * Time mix of a chunk of T tokens. Only the last n_out tokens' outputs are wanted (n_out = T except in the last
+ * layer, see v7_eval_chunk): the receptance r, the output projection and the residual add run for those alone, and
+ * the other tokens' r is 0 (r does not enter the state, only the output y = S r, which then is 0 for them).
+ */
+static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, size_t n_out, float *st,
+                     v7_bufs *b) {
     const rwkvc_model *m = c->model;
     const size_t D = m->info.n_embd, N = m->info.head_size, H = m->info.n_head;
     float *att_prev = st;
@@ -383,7 +389,14 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
     for (int i = 0; i < n_lora; i++) {
         ops[3 + i] = (rwkvc_mm_op){W1[i], lin[i], D, b->lora[i], W1[i]->rows};
     }
-    rwkvc_matmul_multi(c, ops, 3 + (size_t)n_lora, T);
+    const size_t skip = T - n_out; /* leading tokens whose output nobody reads */
+    if (skip == 0) {
+        rwkvc_matmul_multi(c, ops, 3 + (size_t)n_lora, T);
+    } else {
+        rwkvc_matmul_multi(c, ops + 1, 2 + (size_t)n_lora, T);
+        memset(b->r, 0, skip * D * sizeof(float));
+        rwkvc_matmul(c, &ly->att_r, b->xr + skip * D, D, n_out, b->r + skip * D, D);
+    }
     /* Hidden activations: tanh for the decay LoRA, sigmoid for the gate, none for alpha and the value mix. */
     for (size_t i = 0; i < T * ly->w1.rows; i++) {
         b->lora[0][i] = tanhf(b->lora[0][i]);
@@ -414,25 +427,42 @@ static void time_mix(rwkvc_ctx *c, const rwkvc_layer *ly, uint32_t l, size_t T, 
     rwkvc_parallel(c, H, T * H * N * N * 3, heads_task, &hj);
 
     /* T12: output projection, added to the residual. */
-    rwkvc_matmul(c, &ly->att_o, b->y, D, T, b->tmp, D);
-    elem_job add = {b->x, b->tmp, NULL};
-    rwkvc_parallel(c, T * D, T * D, add_task, &add);
+    rwkvc_matmul(c, &ly->att_o, b->y + skip * D, D, n_out, b->tmp + skip * D, D);
+    elem_job add = {b->x + skip * D, b->tmp + skip * D, NULL};
+    rwkvc_parallel(c, n_out * D, n_out * D, add_task, &add);
 }
 
-static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, float *st, v7_bufs *b) {
+/*
+ * Channel mix of the last n_out of T tokens (n_out = T except in the last layer, see v7_eval_chunk; n_out = 0 only
+ * brings the token-shift state up to date). x must hold the tokens from T - n_out - 1 on: the one before the first
+ * output token is that token's shifted-in input (the state's ffn_prev when n_out = T).
+ */
+static void channel_mix(rwkvc_ctx *c, const rwkvc_layer *ly, size_t T, size_t n_out, float *st, v7_bufs *b) {
     const rwkvc_model *m = c->model;
     const size_t D = m->info.n_embd, N = m->info.head_size, F = m->info.n_ffn;
     float *ffn_prev = st + D + D * N;
+    const size_t skip = T - n_out;
+    if (n_out == 0) {
+        rwkvc_layer_norm(b->x + (T - 1) * D, ffn_prev, ly->ln2_w, ly->ln2_b, D, m->ln_eps);
+        return;
+    }
+    /* The previous normalised input of the first output token: ffn_prev, or token skip - 1's, into y (free now). */
+    const float *prev0 = ffn_prev;
+    if (skip > 0) {
+        rwkvc_layer_norm(b->x + (skip - 1) * D, b->y, ly->ln2_w, ly->ln2_b, D, m->ln_eps);
+        prev0 = b->y;
+    }
+    float *x = b->x + skip * D;
     float *const outs[1] = {b->xk};
-    shift_job sj = {b->x, b->a, ly->ln2_w, ly->ln2_b, m->ln_eps, ffn_prev, ly->ffn_mix_k, 1, outs, D};
-    norm_and_shift(c, &sj, T, ffn_prev);
+    shift_job sj = {x, b->a, ly->ln2_w, ly->ln2_b, m->ln_eps, prev0, ly->ffn_mix_k, 1, outs, D};
+    norm_and_shift(c, &sj, n_out, ffn_prev);
     /* out = Wv relu(Wk xk)^2 */
-    rwkvc_matmul(c, &ly->ffn_k, b->xk, D, T, b->ffn, F);
+    rwkvc_matmul(c, &ly->ffn_k, b->xk, D, n_out, b->ffn, F);
     elem_job sq = {NULL, NULL, b->ffn};
-    rwkvc_parallel(c, T * F, T * F, relu_sq_task, &sq);
-    rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, T, b->tmp, D);
-    elem_job add = {b->x, b->tmp, NULL};
-    rwkvc_parallel(c, T * D, T * D, add_task, &add);
+    rwkvc_parallel(c, n_out * F, n_out * F, relu_sq_task, &sq);
+    rwkvc_matmul(c, &ly->ffn_v, b->ffn, F, n_out, b->tmp, D);
+    elem_job add = {x, b->tmp, NULL};
+    rwkvc_parallel(c, n_out * D, n_out * D, add_task, &add);
 }
 
 /*
@@ -670,10 +700,22 @@ static void v7_eval_chunk(rwkvc_ctx *c, const uint32_t *tokens, size_t T, float 
         rwkvc_pool_team(c->pool, team_token, &team);
         return;
     }
+    /*
+     * The last layer's outputs matter only for the tokens whose logits are wanted (the last one, or none: an
+     * earlier chunk of a prompt leaves only its state); its state needs just the last token's normalised input of
+     * the channel mix. So its channel mix runs for n_ffn tokens, and its time-mix output for the last two (the last
+     * one's channel mix shifts in the one before): of a 0.4B model's 24 layers of products, 10/12 of one
+     * (receptance, output, channel mix) is left out for each chunk of a prompt, as llama.cpp does.
+     */
+    const size_t n_ffn = all_logits ? T : logits ? 1 : 0;
+    /* Two tokens even when n_ffn is 0, so that the state comes out the same bits with logits or without: products
+       of 1 and of 2-3 vectors may take different kernels (kernels.h). */
+    const size_t n_att = all_logits || T < 2 ? T : 2;
     for (uint32_t l = 0; l < m->info.n_layer; l++) {
         float *st = state + (size_t)l * (2 + N) * D;
-        time_mix(c, &m->layers[l], l, T, st, &b);
-        channel_mix(c, &m->layers[l], T, st, &b);
+        const int last = l + 1 == m->info.n_layer;
+        time_mix(c, &m->layers[l], l, T, last ? n_att : T, st, &b);
+        channel_mix(c, &m->layers[l], T, last ? n_ffn : T, st, &b);
     }
     if (!logits) {
         return;

@@ -56,8 +56,10 @@ typedef struct {
      * - Y: row t starts at Y + t * ldy (ldy >= rows floats).
      * May be NULL: the caller then loops matvec over t (correct, slower).
      * Float-weight SIMD kernels with n_vec >= RWKVC_GEMM_MIN_VEC may sum in another order than matvec (a blocked
-     * GEMM: see rwkvc_float_matmat_fma_ref); below it, and for quantized types, row t equals matvec of X_t bit
-     * for bit.
+     * GEMM: see rwkvc_float_matmat_fma_ref); below it row t equals matvec of X_t bit for bit. Quantized types sum
+     * each block exactly and scale in fp32, but not always in matvec's order: the AVX-512 decode kernels (matvec)
+     * take several blocks per register and sum them otherwise than its matmat, so there row t is within rounding
+     * of matvec's, not its bits.
      */
     void (*matmat)(const void *W, size_t row_bytes, const void *X, size_t x_stride, size_t n_vec, float *Y,
                    size_t ldy, size_t row_begin, size_t row_end, size_t cols);
