@@ -366,12 +366,16 @@ RWKVC_INLINE void gemm_tile(const char *W, size_t row_bytes, size_t r, size_t k0
     micro(w, xt, kc, cb, first, pf, row_bytes, MR, NJ, (int)es);
 }
 
-/* Y[t][rb + i] = cb[i][t] for i < mc, t < nt (Y already offset to the block's first token). */
+/*
+ * Y[t][rb + i] = cb[i][t] for i < mc, t < nt (Y already offset to the block's first token). Sixteen tokens at a
+ * time down all the rows: Y's token rows are ldy floats apart (4-16 KB, one cache set), so sixteen rows of Y at a
+ * time stay in L1 (the other order kept all 64 in one set; 5% of an AVX2 F16 prefill in its write_out).
+ */
 RWKVC_INLINE void write_out(const float *cb, size_t mc, size_t nt, float *Y, size_t ldy, size_t rb, int NJ) {
-    for (size_t rl = 0; rl < mc; rl += 16) {
-        size_t nr = mc - rl < 16 ? mc - rl : 16;
-        __mmask16 m = (__mmask16)((1u << nr) - 1u);
-        for (int j = 0; j < NJ; j++) {
+    for (int j = 0; j < NJ; j++) {
+        for (size_t rl = 0; rl < mc; rl += 16) {
+            size_t nr = mc - rl < 16 ? mc - rl : 16;
+            __mmask16 m = (__mmask16)((1u << nr) - 1u);
             __m512 v[16];
             for (int i = 0; i < 16; i++) {
                 v[i] = (size_t)i < nr ? _mm512_load_ps(cb + (rl + (size_t)i) * GB_T + j * 16) : _mm512_setzero_ps();
