@@ -556,8 +556,8 @@ ALWAYS_INLINE void mv8_pairs(int n_pairs, const uint8_t *p, const int8_t *xq, co
         /*
          * All 16 blocks (544 bytes): the words from eight 64-byte loads of lines the dot products read anyway, four
          * blocks per pair of loads with one vpermt2w (index 17 k less the pair's first word). The 16-lane gather
-         * that did this cost a quarter of the kernel on Zen 5 (1 thread from L2, 1024 columns: 59 -> 78 GB/s
-         * without it).
+         * that did this cost a quarter of the kernel on Zen 5 (1 thread from L2, 1024 / 4096 columns: 59.5 / 48.4
+         * -> 70.0 / 68.1 GB/s).
          */
         static const int16_t word_of[32] = {0, 17, 34, 51, 4, 21, 38, 55, 8, 25, 42, 59, 12, 29, 46, 63};
         const __m512i idx = _mm512_loadu_si512((const void *)word_of);
