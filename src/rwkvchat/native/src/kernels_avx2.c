@@ -356,6 +356,7 @@ static void write_out(const float *cb, size_t mc, size_t nt, float *Y, size_t ld
     for (size_t g = 0; g * 8 < nt; g++) {
         for (size_t rl = 0; rl < mc; rl += 8) {
             size_t nr = mc - rl < 8 ? mc - rl : 8;
+            const __m256i m = lane_mask(nr);
             __m256 v[8];
             for (int i = 0; i < 8; i++) {
                 v[i] = (size_t)i < nr ? _mm256_load_ps(cb + (rl + (size_t)i) * GB_T + g * 8) : _mm256_setzero_ps();
@@ -366,7 +367,7 @@ static void write_out(const float *cb, size_t mc, size_t nt, float *Y, size_t ld
                 if (nr == 8) {
                     _mm256_storeu_ps(dst, v[l]);
                 } else {
-                    _mm256_maskstore_ps(dst, lane_mask(nr), v[l]);
+                    _mm256_maskstore_ps(dst, m, v[l]);
                 }
             }
         }
